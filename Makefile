@@ -1,0 +1,40 @@
+# Set-up is two commands: `make run` and `make test`. Both install what is
+# missing (a virtualenv in .venv) and fetch and prepare the model first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Weights and compiled caches live outside the checkout.
+export MATTE_CACHE_DIR ?= $(HOME)/.cache/matte
+# pymatting compiles with numba; its cache must be writable and shared by set-up and serving.
+export NUMBA_CACHE_DIR ?= $(MATTE_CACHE_DIR)/numba
+
+.PHONY: install model run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Matte needs Python 3.11+"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[prepare,test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+# Idempotent: a second run checks a stamp and returns at once.
+model: install
+	$(PY) models/fetch.py --cache-dir "$(MATTE_CACHE_DIR)"
+	$(PY) -m server warm-up
+
+run: model
+	$(PY) -m server serve
+
+test: model
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check server tests models benchmarks
+
+bench: model
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
