@@ -1,0 +1,69 @@
+"""Command line: `python -m server serve` runs the server; `warm-up` compiles pymatting."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from .settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="matte", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the API (settings come from MATTE_* variables)")
+    commands.add_parser("warm-up", help="compile and cache pymatting's numba code")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"matte: {exc}", file=sys.stderr)
+        return 2
+    # numba reads its cache location from the environment when it is first
+    # imported, so it is set here, before anything imports pymatting.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(settings.numba_cache_dir))
+    if args.command == "warm-up":
+        return _warm_up()
+    return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        # Pillow, numpy and ONNX Runtime release the GIL; the default asyncio
+        # loop is enough, and keeps the dependency list short.
+        loop="asyncio",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _warm_up() -> int:
+    from . import matting
+
+    started = time.perf_counter()
+    matting.warm_up()
+    print(
+        f"pymatting ready in {time.perf_counter() - started:.1f}s "
+        f"(numba cache: {os.environ['NUMBA_CACHE_DIR']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

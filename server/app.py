@@ -1,0 +1,204 @@
+"""The application factory: routes, middleware, error handlers and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import matting
+from .dialects import Dialect
+from .dialects.stability import StabilityDialect
+from .engine import Engine, OnnxEngine, warm_up
+from .errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from .keyring import Keyring
+from .metrics import CONTENT_TYPE, Metrics
+from .middleware import BodyLimit, RequestContext
+from .pipeline import Pipeline
+from .ratelimit import MemoryStore, RateLimiter, RateLimitStore
+from .scheduler import Scheduler
+from .services import Readiness, Services
+from .settings import Settings
+
+log = logging.getLogger("matte")
+
+EngineFactory = Callable[[Settings], Engine]
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    store: RateLimitStore | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Starlette:
+    """Build the app. By default the lifespan loads the ONNX model that `settings`
+    names; tests hand in a small fake `engine` (and a `clock` for the limiter)."""
+    metrics = Metrics()
+    limiter = RateLimiter(
+        store if store is not None else MemoryStore(),
+        limit=settings.rate_limit_requests,
+        window_s=settings.rate_limit_window_s,
+        timeout_s=settings.rate_limit_timeout_s,
+    )
+    if clock is not None:
+        limiter.clock = clock
+    services = Services(settings, metrics, Keyring(settings.api_keys), limiter)
+    dialects: list[Dialect] = [StabilityDialect()]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    for dialect in dialects:
+        routes.extend(dialect.routes())
+    paths = frozenset(getattr(route, "path", "") for route in routes)
+
+    middleware = [Middleware(RequestContext, metrics=metrics, routes=paths)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["authorization", "accept", "content-type"],
+                expose_headers=["finish-reason", "seed", "x-request-id", "retry-after"],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
+
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=_lifespan(services, engine),
+    )
+    app.state.services = services
+    app.state.default_dialect = dialects[0]
+    return app
+
+
+def _lifespan(
+    services: Services, engine: Engine | None
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        factory: EngineFactory = OnnxEngine.load if engine is None else (lambda _: engine)
+        # Loading (seconds) happens in the background so /healthz answers at once
+        # and /readyz says 503 until the model is warm.
+        loader = asyncio.create_task(_load(services, factory))
+        try:
+            yield
+        finally:
+            services.readiness.state = "stopping"
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+            if services.pipeline is not None:
+                await services.pipeline.scheduler.stop()
+
+    return lifespan
+
+
+async def _load(services: Services, factory: EngineFactory) -> None:
+    settings = services.settings
+    try:
+        loaded = await asyncio.to_thread(factory, settings)
+        warm_s = await asyncio.to_thread(warm_up, loaded)
+        # pymatting's numba code loads from its cache here, not on a user's first request.
+        await asyncio.to_thread(matting.warm_up)
+        scheduler = Scheduler(
+            loaded,
+            workers=settings.workers,
+            batch_size=settings.batch_size,
+            batch_timeout_s=settings.batch_timeout_ms / 1000,
+            on_batch=services.metrics.batch_size.observe,
+        )
+        await scheduler.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        services.readiness.state = "failed"
+        log.exception("the model failed to load; model routes will answer 503")
+        return
+    services.pipeline = Pipeline(scheduler, settings, services.metrics)
+    services.readiness = Readiness("ready", loaded.provider, loaded.model_file, round(warm_s, 3))
+    services.metrics.model.info({"provider": loaded.provider, "model_file": loaded.model_file})
+    log.info(
+        "model ready: provider=%s file=%s workers=%d threads/worker=%d warm-up=%.2fs",
+        loaded.provider,
+        loaded.model_file,
+        settings.workers,
+        settings.threads_per_worker,
+        warm_s,
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    readiness: Readiness = request.app.state.services.readiness
+    body = {
+        "status": readiness.state,
+        "provider": readiness.provider,
+        "model_file": readiness.model_file,
+        "warm_up_s": readiness.warm_up_s,
+    }
+    return JSONResponse(body, status_code=200 if readiness.state == "ready" else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(request.app.state.services.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _dialect(request: Request) -> Dialect:
+    dialect: Dialect = getattr(request.state, "dialect", None) or request.app.state.default_dialect
+    return dialect
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _dialect(request).render_error(exc, _request_id(request))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ApiError
+    if exc.status_code == 404:
+        error = NotFound()
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(headers=dict(exc.headers or {}))
+    else:
+        error = ApiError(str(exc.detail))
+        error.status = exc.status_code
+    return _dialect(request).render_error(error, _request_id(request))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    request_id = _request_id(request)
+    # The cause goes to the log under the id the client sees, never into the response.
+    log.error("request %s failed", request_id, exc_info=exc)
+    response = _dialect(request).render_error(InternalError(), request_id)
+    # This handler runs outside RequestContext (in Starlette's outermost
+    # middleware), so the id header is added here.
+    response.headers["x-request-id"] = request_id
+    return response

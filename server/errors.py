@@ -1,0 +1,99 @@
+"""Errors a request can end in.
+
+Code raises these; one handler in `app.py` asks the request's dialect to render
+them, so every API keeps its own error shape while the checks are shared.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and client-safe messages."""
+
+    status: int = 500
+    name: str = "internal_error"
+
+    def __init__(self, *messages: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(*messages)
+        self.messages: tuple[str, ...] = messages or (self.default_message(),)
+        self.headers: dict[str, str] = headers or {}
+
+    def default_message(self) -> str:
+        return "An unexpected server error has occurred, please try again later."
+
+
+class BadRequest(ApiError):
+    status = 400
+    name = "bad_request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    name = "unauthorized"
+
+    def default_message(self) -> str:
+        return "authorization: invalid or missing header value"
+
+
+class NotFound(ApiError):
+    status = 404
+    name = "not_found"
+
+    def default_message(self) -> str:
+        return "route: not found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    name = "method_not_allowed"
+
+    def default_message(self) -> str:
+        return "method: not allowed on this route"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    name = "payload_too_large"
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        super().__init__(f"body: payloads cannot be larger than {_size(limit_bytes)} in size")
+
+
+class RateLimited(ApiError):
+    status = 429
+    name = "rate_limit_exceeded"
+
+    def __init__(self, limit: int, window_s: float, timeout_s: float, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"You have exceeded the rate limit of {limit} requests within a "
+            f"{_seconds(window_s)} second period, and have been timed out for "
+            f"{_seconds(timeout_s)} seconds.",
+            headers={"retry-after": str(retry_after_s)},
+        )
+
+
+class Unavailable(ApiError):
+    """The server is up but cannot take this request now (loading or overloaded)."""
+
+    status = 503
+    name = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s)})
+
+
+class InternalError(ApiError):
+    """Stands in for an unexpected exception; its cause is logged, never shown."""
+
+
+def _size(limit_bytes: int) -> str:
+    mib = limit_bytes / (1024 * 1024)
+    if mib >= 1 and mib.is_integer():
+        return f"{int(mib)}MiB"
+    return f"{limit_bytes} bytes"
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"

@@ -1,0 +1,138 @@
+"""Multipart form reading that keeps every part as bytes.
+
+Starlette's form parser turns a part without a `filename` into text (decoding
+binary as latin-1) and caps it at 1 MB; several clients send the image that
+way. This parser keeps every part as raw bytes in memory: the body limit
+(10 MiB) bounds it, and nothing is spooled to disk where it could outlive the
+request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from .errors import BadRequest
+
+MAX_PARTS = 64
+MAX_HEADER_BYTES = 16 * 1024
+
+
+@dataclass
+class Part:
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytearray = field(default_factory=bytearray)
+
+    def text(self) -> str:
+        try:
+            return self.data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise BadRequest(f"{self.name}: must be UTF-8 text") from None
+
+
+@dataclass
+class Form:
+    parts: list[Part]
+
+    def get(self, name: str) -> Part | None:
+        """The only part called `name`; a repeated field is ambiguous, so refused."""
+        matches = [part for part in self.parts if part.name == name]
+        if len(matches) > 1:
+            raise BadRequest(f"{name}: must be sent only once")
+        return matches[0] if matches else None
+
+    def text(self, name: str) -> str | None:
+        part = self.get(name)
+        return None if part is None else part.text()
+
+
+async def read_form(request: Request) -> Form:
+    content_type, params = parse_options_header(request.headers.get("content-type"))
+    if content_type != b"multipart/form-data":
+        raise BadRequest("content-type: must be multipart/form-data")
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("content-type: multipart/form-data needs a boundary")
+    builder = _FormBuilder()
+    parser = MultipartParser(boundary, builder.callbacks())
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError:
+        raise BadRequest("body: malformed multipart/form-data") from None
+    if builder.open_part is not None:
+        raise BadRequest("body: malformed multipart/form-data")
+    return Form(builder.parts)
+
+
+class _FormBuilder:
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+        self.open_part: Part | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._header_bytes = 0
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+        }
+
+    def _part_begin(self) -> None:
+        if len(self.parts) >= MAX_PARTS:
+            raise BadRequest(f"body: at most {MAX_PARTS} form fields are allowed")
+        self._headers = {}
+        self._header_bytes = 0
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._field).lower()] = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition"))
+        name = options.get(b"name")
+        if name is None:
+            raise BadRequest("body: every form part needs a name")
+        filename = options.get(b"filename")
+        content_type = self._headers.get(b"content-type")
+        self.open_part = Part(
+            name=name.decode("utf-8", "replace"),
+            filename=None if filename is None else filename.decode("utf-8", "replace"),
+            content_type=None if content_type is None else content_type.decode("latin-1"),
+        )
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.open_part is not None:
+            self.open_part.data += data[start:end]
+
+    def _part_end(self) -> None:
+        if self.open_part is not None:
+            self.parts.append(self.open_part)
+            self.open_part = None
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise BadRequest("body: form part headers are too large")

@@ -1,0 +1,100 @@
+"""Images in and out: decode with limits checked before the pixels, encode PNG/WebP."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadRequest
+
+OutputFormat = Literal["png", "webp"]
+
+# Pillow plugins we accept. Naming them stops Pillow from trying every other
+# decoder it ships (TIFF, PSD, ...) on untrusted bytes.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    min_side: int
+    min_pixels: int
+    max_pixels: int
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded, upright image: RGB for the model, plus the input's own alpha if it had one."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    alpha: np.ndarray | None  # (H, W) uint8, None when the input was opaque
+
+    @property
+    def size(self) -> tuple[int, int]:
+        height, width = self.rgb.shape[:2]
+        return width, height
+
+
+def decode(data: bytes, limits: Limits) -> Picture:
+    """Decode jpeg/png/webp bytes, refusing bad sizes from the header alone."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError:
+        # Pillow's own ceiling (far above ours) fired while reading the header.
+        raise BadRequest(f"image: must have at most {limits.max_pixels:,} pixels") from None
+    except UnidentifiedImageError:
+        raise BadRequest("image: must be a jpeg, png or webp image") from None
+    except (OSError, SyntaxError, ValueError):
+        raise BadRequest("image: could not be read as a jpeg, png or webp image") from None
+    with image:
+        check_size(*image.size, limits)
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise BadRequest("image: is truncated or corrupt") from None
+        return _to_picture(upright)
+
+
+def check_size(width: int, height: int, limits: Limits) -> None:
+    if width < limits.min_side or height < limits.min_side:
+        raise BadRequest(f"image: width and height must be at least {limits.min_side} pixels")
+    pixels = width * height
+    if pixels < limits.min_pixels:
+        raise BadRequest(f"image: must have at least {limits.min_pixels:,} pixels")
+    if pixels > limits.max_pixels:
+        raise BadRequest(f"image: must have at most {limits.max_pixels:,} pixels, got {pixels:,}")
+
+
+def _to_picture(image: Image.Image) -> Picture:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # convert("L") would clip 16-bit values at 255 and turn the photo white.
+        wide = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((wide >> 8).clip(0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        alpha = rgba[:, :, 3]
+        # An all-opaque alpha changes nothing; dropping it saves work later.
+        return Picture(np.ascontiguousarray(rgba[:, :, :3]), None if alpha.min() == 255 else alpha)
+    return Picture(np.asarray(image.convert("RGB")), None)
+
+
+def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: int) -> bytes:
+    """Encode an (H, W) L, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array."""
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, "PNG", compress_level=png_level)
+    else:
+        # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
+        image.save(buffer, "WEBP", quality=webp_quality, alpha_quality=100, method=4)
+    return buffer.getvalue()

@@ -1,0 +1,51 @@
+"""IS-Net's input and output conventions (DIS, isnet-general-use).
+
+These reproduce the reference pre-processing that rembg's masks were made
+with: RGB, resize to 1024x1024, pixel/255 - 0.5, the first output min-max
+normalised and resized back to the photo's size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+SIDE = 1024
+
+# The model is sensitive to the resampling filter: on the fixtures, a bilinear
+# or bicubic resize to 1024 dropped the soft IoU against the reference from
+# 0.997 to 0.964 (plants-1), and a bilinear resize back cost another 0.0025.
+# So LANCZOS both ways, as the reference does (75 ms down and 35 ms up at 4 MP,
+# against ~1.5 s for the model on a CPU). `reducing_gap` lets Pillow box-reduce
+# first only where the photo is 3x the model's side or more, which the
+# fixtures showed costs nothing measurable.
+_FILTER = Image.Resampling.LANCZOS
+_REDUCING_GAP = 3.0
+
+
+def to_tensor(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, 1024, 1024) float32 model input."""
+    image = Image.fromarray(rgb)
+    if image.size != (SIDE, SIDE):
+        image = image.resize((SIDE, SIDE), _FILTER, reducing_gap=_REDUCING_GAP)
+    pixels = np.asarray(image, dtype=np.float32)
+    # float32 throughout: float64 normalisation cost 12 ms more for nothing.
+    pixels *= np.float32(1 / 255)
+    pixels -= np.float32(0.5)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def to_mask(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(1024, 1024) raw first output -> (H, W) uint8 mask for an image of `size` (W, H)."""
+    low = float(prediction.min())
+    high = float(prediction.max())
+    span = high - low
+    if span <= 0:
+        # A flat prediction holds no information; call it all background.
+        return np.zeros((size[1], size[0]), dtype=np.uint8)
+    scaled = (prediction - np.float32(low)) * np.float32(255 / span)
+    # Truncation (not rounding), as the reference does before its resize.
+    small = Image.fromarray(scaled.astype(np.uint8), "L")
+    if small.size != size:
+        small = small.resize(size, _FILTER)
+    return np.asarray(small)

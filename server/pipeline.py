@@ -1,0 +1,101 @@
+"""The pipeline every dialect shares: decode -> predict -> matte -> encode."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from . import isnet, matting
+from .errors import Unavailable
+from .imaging import Limits, Picture, decode, encode
+from .metrics import Metrics
+from .options import CutoutOptions
+from .scheduler import Scheduler
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Cutout:
+    data: bytes
+    media_type: str
+
+
+class Pipeline:
+    def __init__(self, scheduler: Scheduler, settings: Settings, metrics: Metrics) -> None:
+        self.scheduler = scheduler
+        self.settings = settings
+        self.metrics = metrics
+        self.limits = Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
+        self.pending = 0
+
+    async def cutout(self, data: bytes, options: CutoutOptions) -> Cutout:
+        with self._admit():
+            picture, tensor = await run_in_threadpool(self._decode, data)
+            started = time.perf_counter()
+            prediction = await self.scheduler.predict(tensor)
+            self.metrics.stage_seconds.labels("predict").observe(time.perf_counter() - started)
+            del tensor
+            pixels = await run_in_threadpool(self._matte, picture, prediction, options)
+            encoded = await run_in_threadpool(self._encode, pixels, options)
+        return Cutout(encoded, f"image/{options.output_format}")
+
+    @contextlib.contextmanager
+    def _admit(self) -> Iterator[None]:
+        # Refuse at once rather than queue without bound: a queued 4 MP image
+        # holds ~60 MB, and its latency only grows while it waits.
+        if self.pending >= self.settings.max_pending:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise Unavailable("server: too many images in progress, please retry shortly")
+        self.pending += 1
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.pending -= 1
+            self.metrics.in_flight.dec()
+
+    def _decode(self, data: bytes) -> tuple[Picture, np.ndarray]:
+        with self.metrics.stage("decode"):
+            picture = decode(data, self.limits)
+            return picture, isnet.to_tensor(picture.rgb)
+
+    def _matte(
+        self, picture: Picture, prediction: np.ndarray, options: CutoutOptions
+    ) -> np.ndarray:
+        with self.metrics.stage("matte"):
+            mask = isnet.to_mask(prediction, picture.size)
+            if options.post_process_mask:
+                mask = matting.post_process_mask(mask)
+            rgb = picture.rgb
+            if options.alpha_matting:
+                refined = matting.refine_alpha(
+                    rgb,
+                    mask,
+                    fg_threshold=options.alpha_matting_foreground_threshold,
+                    bg_threshold=options.alpha_matting_background_threshold,
+                    erode_size=options.alpha_matting_erode_size,
+                    working_pixels=self.settings.matting_max_pixels,
+                )
+                # None: the trimap had no foreground or no background; keep the plain mask.
+                if refined is not None:
+                    mask, rgb = refined
+            if picture.alpha is not None:
+                # Pixels the input already had transparent stay transparent.
+                mask = (mask.astype(np.uint16) * picture.alpha // 255).astype(np.uint8)
+            if options.only_mask:
+                return mask
+            return matting.composite(rgb, mask, options.bgcolor)
+
+    def _encode(self, pixels: np.ndarray, options: CutoutOptions) -> bytes:
+        with self.metrics.stage("encode"):
+            return encode(
+                pixels,
+                options.output_format,
+                png_level=self.settings.png_compress_level,
+                webp_quality=self.settings.webp_quality,
+            )
