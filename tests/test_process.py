@@ -1,0 +1,118 @@
+"""A real uvicorn process on the real model, called as Stability's own examples call it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FIXTURES, KEY, PATH, ROOT, reference_alpha, soft_iou
+
+pytestmark = pytest.mark.model
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MATTE_PORT": str(port),
+        "MATTE_API_KEYS": KEY,
+        "MATTE_LOG_LEVEL": "warning",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert process.poll() is None, "the server exited during start-up"
+            assert time.monotonic() < deadline, "the server did not become ready"
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_stability_docs_example(server_url: str) -> None:
+    # What Stability's Python sample sends, with only the base URL changed.
+    photo = FIXTURES / "car-1.jpg"
+    with photo.open("rb") as image:
+        response = httpx.post(
+            f"{server_url}{PATH}",
+            headers={"authorization": f"Bearer {KEY}", "accept": "image/*"},
+            files={"image": image},
+            data={"output_format": "webp"},
+            timeout=120,
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/webp"
+    assert response.headers["finish-reason"] == "SUCCESS"
+    cutout = Image.open(io.BytesIO(response.content))
+    assert cutout.format == "WEBP" and cutout.mode == "RGBA"
+    # WebP keeps alpha lossless, so the mask still matches the reference.
+    assert soft_iou(np.asarray(cutout)[:, :, 3], reference_alpha(photo)) >= 0.995
+
+
+def test_readiness_names_the_provider(server_url: str) -> None:
+    ready = httpx.get(f"{server_url}/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["provider"] in ("cpu", "cuda")
+    assert Path(ready["model_file"]).name.endswith(".onnx")
+
+
+def test_oversized_upload_is_refused_mid_stream(server_url: str) -> None:
+    """413 arrives while the client is still sending; the server never reads the rest."""
+    port = int(server_url.rsplit(":", 1)[1])
+    total = 100 * 1024 * 1024
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {KEY}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunk = b"\0" * (256 * 1024)
+    sent = 0
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(head)
+        try:
+            while sent < total and b"\r\n\r\n" not in reply:
+                conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                readable, _, _ = select.select([conn], [], [], 0)
+                if readable:
+                    reply += conn.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection after answering
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in reply:
+                more = conn.recv(65536)
+                if not more:
+                    break
+                reply += more
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"payload_too_large" in reply or b"\r\n\r\n" in reply
+    assert sent < total / 2, f"the client sent {sent} bytes before the refusal"
+    assert httpx.get(f"{server_url}/healthz").status_code == 200
