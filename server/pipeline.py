@@ -79,7 +79,7 @@ class Pipeline:
                     fg_threshold=options.alpha_matting_foreground_threshold,
                     bg_threshold=options.alpha_matting_background_threshold,
                     erode_size=options.alpha_matting_erode_size,
-                    working_pixels=self.settings.matting_max_pixels,
+                    max_unknown_pixels=self.settings.matting_max_unknown_pixels,
                 )
                 # None: the trimap had no foreground or no background; keep the plain mask.
                 if refined is not None:

@@ -67,8 +67,10 @@ class Settings:
     png_compress_level: int = 1
     webp_quality: int = 90
 
-    # Alpha matting works at this many pixels at most (see matting.py).
-    matting_max_pixels: int = 1_048_576
+    # Alpha matting solves for at most this many unknown-band pixels, shrinking
+    # the band's box when it has more: this is what bounds its time and memory
+    # (see matting.py; plants-1 at 4 MP: 2.7 s CPU, +170 MB, instead of 116 s and 3 GB).
+    matting_max_unknown_pixels: int = 65_536
 
     @property
     def cores(self) -> int:
@@ -144,8 +146,11 @@ class Settings:
                 "MATTE_PNG_COMPRESS_LEVEL", defaults.png_compress_level, 0, 9
             ),
             webp_quality=reader.integer("MATTE_WEBP_QUALITY", defaults.webp_quality, 1, 100),
-            matting_max_pixels=reader.integer(
-                "MATTE_MATTING_MAX_PIXELS", defaults.matting_max_pixels, 4_096, 4_194_304
+            matting_max_unknown_pixels=reader.integer(
+                "MATTE_MATTING_MAX_UNKNOWN_PIXELS",
+                defaults.matting_max_unknown_pixels,
+                1_024,
+                4_194_304,
             ),
         )
 

@@ -97,6 +97,9 @@ def test_oversized_upload_is_refused_mid_stream(server_url: str) -> None:
     reply = b""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
         conn.sendall(head)
+        # A well-formed start, so the parser reads on into the oversized part.
+        part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+        conn.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
         try:
             while sent < total and b"\r\n\r\n" not in reply:
                 conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
@@ -116,3 +119,44 @@ def test_oversized_upload_is_refused_mid_stream(server_url: str) -> None:
     assert b"payload_too_large" in reply or b"\r\n\r\n" in reply
     assert sent < total / 2, f"the client sent {sent} bytes before the refusal"
     assert httpx.get(f"{server_url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "mode"),
+    [
+        ({"alpha_matting": "true"}, "RGBA"),
+        ({"only_mask": "true"}, "L"),
+        ({"post_process_mask": "true"}, "RGBA"),
+        ({"bgcolor": "0,0,255"}, "RGBA"),
+        (
+            {"alpha_matting": "true", "alpha_matting_erode_size": "5", "bgcolor": "[0, 0, 0]"},
+            "RGBA",
+        ),
+    ],
+    ids=["alpha_matting", "only_mask", "post_process_mask", "bgcolor", "combined"],
+)
+def test_each_option_over_real_http(server_url: str, fields: dict[str, str], mode: str) -> None:
+    photo = FIXTURES / "car-1.jpg"
+    response = httpx.post(
+        f"{server_url}{PATH}",
+        headers={"authorization": KEY},
+        files={"image": (photo.name, photo.read_bytes())},
+        data=fields,
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    image = Image.open(io.BytesIO(response.content))
+    assert image.mode == mode and image.size == (480, 360)
+    if "bgcolor" in fields:
+        assert (np.asarray(image)[:, :, 3] == 255).all()
+
+
+def test_bad_option_over_real_http(server_url: str) -> None:
+    response = httpx.post(
+        f"{server_url}{PATH}",
+        headers={"authorization": KEY},
+        files={"image": ("a.jpg", (FIXTURES / "car-1.jpg").read_bytes())},
+        data={"alpha_matting": "sometimes"},
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == ["alpha_matting: must be true or false"]

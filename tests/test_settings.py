@@ -41,7 +41,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MATTE_CORS_ORIGINS": "https://a.example,https://b.example",
         "MATTE_PNG_COMPRESS_LEVEL": "6",
         "MATTE_WEBP_QUALITY": "80",
-        "MATTE_MATTING_MAX_PIXELS": "500000",
+        "MATTE_MATTING_MAX_UNKNOWN_PIXELS": "500000",
     }
     settings = Settings.from_env(env)
     assert settings.host == "0.0.0.0" and settings.port == 9000 and settings.log_level == "debug"
@@ -58,7 +58,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     ) == (5, 1.5, 30)
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert (settings.png_compress_level, settings.webp_quality) == (6, 80)
-    assert settings.matting_max_pixels == 500_000
+    assert settings.matting_max_unknown_pixels == 500_000
 
 
 def test_int8_precision_picks_the_quantised_cpu_file() -> None:

@@ -1,0 +1,89 @@
+"""The scheduler: bounded, batched model runs off the event loop (on the CPU, with a fake)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from server.scheduler import Scheduler
+from tests.fakes import BrightnessEngine
+
+
+class SlowEngine(BrightnessEngine):
+    """Records how many runs overlap and on which thread they run."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.running = 0
+        self.most_at_once = 0
+        self.threads: set[int] = set()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.threads.add(threading.get_ident())
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+        return super().run(batch)
+
+
+def tensor(value: float) -> np.ndarray:
+    return np.full((3, 1024, 1024), value, dtype=np.float32)
+
+
+def run(engine: BrightnessEngine, count: int, **options: object) -> list[np.ndarray]:
+    async def main() -> list[np.ndarray]:
+        scheduler = Scheduler(engine, **options)  # type: ignore[arg-type]
+        await scheduler.start()
+        try:
+            values = [0.4 if i % 2 else -0.4 for i in range(count)]
+            return await asyncio.gather(*(scheduler.predict(tensor(v)) for v in values))
+        finally:
+            await scheduler.stop()
+
+    return asyncio.run(main())
+
+
+def test_each_request_gets_its_own_prediction_back() -> None:
+    results = run(BrightnessEngine(), 9, batch_size=4, batch_timeout_s=0.05)
+    for i, prediction in enumerate(results):
+        assert prediction.shape == (1024, 1024)
+        assert prediction.mean() == (1.0 if i % 2 else 0.0)
+
+
+def test_concurrent_requests_share_batches_up_to_the_size() -> None:
+    engine = BrightnessEngine()
+    run(engine, 10, batch_size=4, batch_timeout_s=0.05)
+    assert sum(engine.batches) == 10
+    assert max(engine.batches) == 4
+    assert len(engine.batches) == 3  # 4 + 4 + 2
+
+
+def test_batch_size_one_runs_images_singly() -> None:
+    engine = BrightnessEngine()
+    run(engine, 5, batch_size=1)
+    assert engine.batches == [1] * 5
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_are_bounded_by_workers_and_off_the_event_loop(workers: int) -> None:
+    engine = SlowEngine(0.02)
+    run(engine, 8, workers=workers)
+    assert engine.most_at_once == workers
+    assert threading.get_ident() not in engine.threads
+
+
+def test_engine_errors_reach_the_waiting_requests() -> None:
+    class Failing(BrightnessEngine):
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run(Failing(), 2, batch_size=2, batch_timeout_s=0.01)
