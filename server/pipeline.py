@@ -40,7 +40,11 @@ class Pipeline:
             prediction = await self.scheduler.predict(tensor)
             self.metrics.stage_seconds.labels("predict").observe(time.perf_counter() - started)
             del tensor
-            pixels = await run_in_threadpool(self._matte, picture, prediction, options)
+            if options.alpha_matting:
+                # Matting costs as much CPU as the model: it takes a model thread.
+                pixels = await self.scheduler.run_bounded(self._matte, picture, prediction, options)
+            else:
+                pixels = await run_in_threadpool(self._matte, picture, prediction, options)
             encoded = await run_in_threadpool(self._encode, pixels, options)
         return Cutout(encoded, f"image/{options.output_format}")
 

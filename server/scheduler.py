@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from .engine import Engine
 
 log = logging.getLogger("matte.scheduler")
 
+T = TypeVar("T")
 _Job = tuple[np.ndarray, asyncio.Future[np.ndarray]]
 
 
@@ -63,6 +65,13 @@ class Scheduler:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self._queue.put((tensor, future))
         return await future
+
+    async def run_bounded(self, work: Callable[..., T], *args: object) -> T:
+        """Run other heavy work (alpha matting) on the model's threads, so it shares
+        the model's concurrency bound instead of oversubscribing the cores."""
+        if self._executor is None:
+            raise RuntimeError("scheduler is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     async def _serve(self) -> None:
         while True:

@@ -87,3 +87,33 @@ def test_engine_errors_reach_the_waiting_requests() -> None:
 
     with pytest.raises(RuntimeError, match="boom"):
         run(Failing(), 2, batch_size=2, batch_timeout_s=0.01)
+
+
+def test_other_work_shares_the_model_threads() -> None:
+    engine = SlowEngine(0.05)
+
+    async def main() -> tuple[set[int], int]:
+        scheduler = Scheduler(engine, workers=1)
+        await scheduler.start()
+        seen: set[int] = set()
+
+        def matte() -> int:
+            seen.add(threading.get_ident())
+            with engine._lock:
+                overlapping = engine.running
+            return overlapping
+
+        try:
+            results = await asyncio.gather(
+                scheduler.predict(tensor(0.1)),
+                scheduler.run_bounded(matte),
+                scheduler.predict(tensor(0.1)),
+                scheduler.run_bounded(matte),
+            )
+        finally:
+            await scheduler.stop()
+        return seen, max(int(r) for r in results[1::2])
+
+    threads, overlapping = asyncio.run(main())
+    assert threads == engine.threads  # the same single worker thread
+    assert overlapping == 0  # never while a model run was in progress
