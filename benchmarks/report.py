@@ -1,0 +1,279 @@
+"""RESULTS.md: the machine and settings a run had, then its tables and the targets."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from load import LoadResult
+from model_limit import LimitResult, best
+
+KIB_PER_MIB = 1024
+# Targets from the issue, for this CPU.
+LIMIT_RATIO_TARGET = 0.9
+REMBG_RATIO_TARGET = 1.6
+RSS_TARGET_MIB = 2048
+FLAT_GROWTH = 0.10  # RSS at the end of the soak within 10% of RSS near its start
+
+
+@dataclass
+class E2ERun:
+    server: str  # "matte" or "rembg"
+    megapixels: int
+    result: LoadResult
+    stages: dict[str, float] = field(default_factory=dict)  # Matte's mean seconds per stage
+
+
+@dataclass
+class Report:
+    command: str
+    date: str
+    provider: str
+    settings: dict[str, object]
+    notes: list[str] = field(default_factory=list)
+    limits: list[LimitResult] = field(default_factory=list)
+    runs: list[E2ERun] = field(default_factory=list)
+    soak: E2ERun | None = None
+    hwm_kib: dict[str, int] = field(default_factory=dict)  # VmHWM per server, over all its runs
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    ram_gib = 0.0
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            ram_gib = int(line.split()[1]) / 1024**2
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, {ram_gib:.1f} GiB RAM, Linux {platform.release()}; "
+            f"load average at start {load}")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def render(report: Report) -> str:
+    parts = [_header(report)]
+    if report.limits:
+        parts.append(_limit_table(report.limits))
+    if report.runs:
+        parts += [_e2e_table(report.runs), _ratio_table(report), _stage_table(report.runs)]
+    if report.soak is not None:
+        parts.append(_soak_table(report.soak))
+    parts.append(_targets(report))
+    return "\n\n".join(parts) + "\n"
+
+
+def _header(report: Report) -> str:
+    settings = ", ".join(f"{name}={value}" for name, value in report.settings.items())
+    lines = [
+        "# Matte benchmark results",
+        "",
+        "Written by `benchmarks/run.py`; the tables are the latest run's.",
+        "",
+        f"- Machine: {machine()}",
+        f"- Provider: {report.provider}",
+        f"- Date: {report.date}",
+        f"- Command: `{report.command}`",
+        f"- Matte server settings: {settings}",
+    ]
+    lines += [f"- {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _limit_table(limits: list[LimitResult]) -> str:
+    top = best(limits)
+    rows = [
+        "## Model limit (`session.run` alone)",
+        "",
+        "| layout (callers x intra-op threads) | batch | spinning | s per run | images/s "
+        "| CPU s/image | other | |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for result in limits:
+        mark = "best" if result is top else ""
+        spinning = "on" if result.spinning else "off"
+        rows.append(f"| {result.layout.label} | {result.batch} | {spinning}"
+                    f" | {result.seconds_per_run:.2f} | {result.images_per_s:.3f}"
+                    f" | {result.cpu_per_image:.2f} | {result.other_cores:.2f} | {mark} |")
+    return "\n".join(rows)
+
+
+def _e2e_table(runs: list[E2ERun]) -> str:
+    rows = [
+        "## End to end over HTTP (PNG out)",
+        "",
+        "Latency is per request as the client saw it, 503 retries included; images/s counts "
+        "200s only. `other` is CPU used by processes other than the server and the client "
+        "(in cores): above ~0.2 the run shared the machine. `CPU s/image` is the server's "
+        "CPU time per 200, which sharing the machine barely changes.",
+        "",
+        "| size | concurrency | server | requests | 200 | failed | 503 retries | images/s "
+        "| p50 s | p95 s | p99 s | peak RSS MiB | CPU s/image | other |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
+    ]
+    for run in runs:
+        r = run.result
+        rows.append(
+            f"| {run.megapixels} MP | {r.concurrency} | {run.server} | {len(r.samples)} "
+            f"| {len(r.ok)} | {r.failed} | {r.rejected} | {r.images_per_s:.3f} "
+            f"| {r.latency(50):.2f} | {r.latency(95):.2f} | {r.latency(99):.2f} "
+            f"| {_mib(r.peak_rss_kib)}{' (killed)' if r.killed else ''} "
+            f"| {r.cpu_per_image:.2f} | {r.other_cores:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def _ratio_table(report: Report) -> str:
+    limit = best(report.limits).images_per_s if report.limits else math.nan
+    limit_cpu = min((r.cpu_per_image for r in report.limits), default=math.nan)
+    rows = [
+        "## Ratios",
+        "",
+        f"Model limit: {limit:.3f} images/s (the best row above); its cheapest row costs "
+        f"{limit_cpu:.2f} CPU s/image." if report.limits
+        else "Model limit: not measured in this run (--no-limit).",
+        "The `(CPU)` columns compare CPU seconds per image instead of images/s: what the "
+        "wall-clock ratio would be on an otherwise idle machine with every core kept busy. "
+        "Trust them over the wall-clock ratios where `other` above is high.",
+        "",
+        "| size | concurrency | Matte images/s | Matte / model limit | Matte / limit (CPU) "
+        "| rembg images/s | Matte / rembg | Matte / rembg (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for matte, rembg in _pairs(report.runs):
+        ours, ours_cpu = matte.result.images_per_s, matte.result.cpu_per_image
+        theirs = rembg.result.images_per_s if rembg else math.nan
+        theirs_cpu = rembg.result.cpu_per_image if rembg else math.nan
+        shown = "n/a" if math.isnan(theirs) else f"{theirs:.3f}"
+        rows.append(f"| {matte.megapixels} MP | {matte.result.concurrency} | {ours:.3f} "
+                    f"| {_ratio(ours, limit)} | {_ratio(limit_cpu, ours_cpu)} | {shown} "
+                    f"| {_ratio(ours, theirs)} | {_ratio(theirs_cpu, ours_cpu)} |")
+    return "\n".join(rows)
+
+
+def _stage_table(runs: list[E2ERun]) -> str:
+    rows = [
+        "## Matte's stages (mean seconds, from /metrics `matte_stage_seconds`)",
+        "",
+        "`predict` is the time from handing the tensor to the scheduler until its "
+        "prediction is back: the model run plus any wait for a free worker.",
+        "",
+        "| size | concurrency | decode | predict | matte | encode |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        if run.server != "matte" or not run.stages:
+            continue
+        cells = " | ".join(f"{run.stages.get(stage, math.nan):.3f}"
+                           for stage in ("decode", "predict", "matte", "encode"))
+        rows.append(f"| {run.megapixels} MP | {run.result.concurrency} | {cells} |")
+    return "\n".join(rows)
+
+
+def soak_checkpoints(result: LoadResult) -> list[tuple[int, int]]:
+    """(completed requests, peak RSS KiB over the eighth of the run before it), at each quarter."""
+    finished = sorted(s.finished for s in result.samples)
+    n = len(finished)
+    points = []
+    for quarter in (1, 2, 3, 4):
+        end = max(1, n * quarter // 4)
+        start = max(1, end - max(1, n // 8))
+        low, high = finished[start - 1], finished[end - 1]
+        window = [kib for t, kib in result.rss_curve if low <= t <= high]
+        points.append((end, max(window, default=0)))
+    return points
+
+
+def soak_is_flat(result: LoadResult) -> bool:
+    points = soak_checkpoints(result)
+    first, last = points[0][1], points[-1][1]
+    return first > 0 and last <= first * (1 + FLAT_GROWTH)
+
+
+def _soak_table(soak: E2ERun) -> str:
+    r = soak.result
+    points = soak_checkpoints(r)
+    header = " | ".join(f"RSS by reply {done}, MiB" for done, _ in points)
+    values = " | ".join(str(_mib(kib)) for _, kib in points)
+    return "\n".join([
+        f"## Soak: Matte, {len(r.samples)} requests of {soak.megapixels} MP at concurrency "
+        f"{r.concurrency}",
+        "",
+        "RSS by reply N is the peak over the eighth of the run that ends with the Nth reply. "
+        "`most 503s` is the most times one request was turned away before it got in.",
+        "",
+        f"| images/s | 200 | failed | 503 retries | most 503s | p50 s | p95 s | p99 s "
+        f"| peak RSS MiB | {header} | flat |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        + "---: | " * len(points) + "--- |",
+        f"| {r.images_per_s:.3f} | {len(r.ok)} | {r.failed} | {r.rejected} "
+        f"| {max((s.rejected for s in r.samples), default=0)} "
+        f"| {r.latency(50):.2f} | {r.latency(95):.2f} | {r.latency(99):.2f} "
+        f"| {_mib(r.peak_rss_kib)} | {values} | {'yes' if soak_is_flat(r) else 'no'} |",
+    ])
+
+
+def _targets(report: Report) -> str:
+    rows = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
+    limit = best(report.limits).images_per_s if report.limits else math.nan
+    for matte, rembg in _pairs(report.runs):
+        if matte.result.concurrency != 4:
+            continue
+        ours = matte.result.images_per_s
+        if report.limits:
+            rows.append(_target_row(f"{matte.megapixels} MP, c=4: Matte >= "
+                                    f"{LIMIT_RATIO_TARGET}x model limit", ours / limit,
+                                    LIMIT_RATIO_TARGET))
+        if rembg is not None:
+            rows.append(_target_row(f"{matte.megapixels} MP, c=4: Matte >= {REMBG_RATIO_TARGET}x "
+                                    "rembg", ours / rembg.result.images_per_s, REMBG_RATIO_TARGET))
+    heavy = [run.result.peak_rss_kib for run in report.runs
+             if run.server == "matte" and run.megapixels == 4 and run.result.concurrency == 16]
+    soak = report.soak
+    if soak is not None and soak.megapixels == 4 and soak.result.concurrency == 16:
+        heavy.append(soak.result.peak_rss_kib)
+    if heavy:
+        peak = _mib(max(heavy))
+        rows.append(f"| peak RSS at 4 MP, c=16 <= {RSS_TARGET_MIB} MiB | {peak} MiB "
+                    f"| {'yes' if peak <= RSS_TARGET_MIB else 'no'} |")
+    if report.soak is not None:
+        points = soak_checkpoints(report.soak.result)
+        flat = soak_is_flat(report.soak.result)
+        rows.append(f"| RSS flat over the soak (growth <= {FLAT_GROWTH:.0%}) "
+                    f"| {_mib(points[0][1])} -> {_mib(points[-1][1])} MiB "
+                    f"| {'yes' if flat else 'no'} |")
+    for server, kib in report.hwm_kib.items():
+        rows.append(f"| (info) {server} VmHWM over all its runs | {_mib(kib)} MiB | |")
+    return "\n".join(rows)
+
+
+def _target_row(label: str, value: float, target: float) -> str:
+    met = "yes" if value >= target else ("n/a" if math.isnan(value) else "no")
+    return f"| {label} | {value:.2f}x | {met} |"
+
+
+def _pairs(runs: list[E2ERun]) -> list[tuple[E2ERun, E2ERun | None]]:
+    """Each Matte run with rembg's run at the same size and concurrency, if there is one."""
+    rembg = {(r.megapixels, r.result.concurrency): r for r in runs if r.server == "rembg"}
+    return [(r, rembg.get((r.megapixels, r.result.concurrency)))
+            for r in runs if r.server == "matte"]
+
+
+def _ratio(a: float, b: float) -> str:
+    return "n/a" if math.isnan(a) or math.isnan(b) or b <= 0 else f"{a / b:.2f}x"
+
+
+def _mib(kib: int) -> int:
+    return round(kib / KIB_PER_MIB)

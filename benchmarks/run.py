@@ -1,0 +1,280 @@
+"""Matte's benchmark: the model's own limit, Matte over real HTTP, rembg's server beside it.
+
+    .venv/bin/python benchmarks/run.py            # the full run (~20-30 min on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # a smoke run: 1 MP, c=1 and 2, no rembg
+    MATTE_WORKERS=2 .venv/bin/python benchmarks/run.py --no-rembg   # compare a setting
+
+MATTE_* variables pass through to the Matte server under test. The tables go
+to benchmarks/RESULTS.md (--out), rewritten after every phase so a long run
+that dies still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from load import Endpoint, read_status_kib, run_load
+from model_limit import LimitResult, cases, measure
+from PIL import Image
+from rembg_server import ensure_venv, install_weights, rembg_endpoint, rembg_spec, versions
+from report import E2ERun, Report, render
+from servers import (
+    ROOT,
+    Server,
+    Spec,
+    free_port,
+    matte_endpoint,
+    matte_spec,
+    server_settings,
+    stage_means,
+    stage_totals,
+)
+
+PHOTO = ROOT.parent / "shared" / "fixtures" / "rembg" / "cloth-1.jpg"
+SIDES = {1: 1000, 4: 2048}  # 4 MP is 2048x2048: exactly Matte's default max_pixels
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: list[int]  # megapixels
+    concurrency: list[int]
+    requests: int | None  # per run; None: max(8, 2 x concurrency)
+    soak: int  # requests in the soak; 0 skips it
+    rembg: bool
+    limit: bool
+    quick: bool
+    photo: Path
+    out: Path
+    logs: Path
+    rss_limit_mib: int  # a server past this is killed (see load.RssSampler)
+
+    def requests_for(self, concurrency: int) -> int:
+        return self.requests if self.requests else max(8, 2 * concurrency)
+
+
+def parse_args(argv: list[str] | None) -> Plan:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 MP, c=1,2, 3 requests, no rembg, no soak, 1 model run")
+    parser.add_argument("--no-rembg", action="store_true", help="skip rembg's server")
+    parser.add_argument("--no-limit", action="store_true", help="skip the model-limit sweep")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--sizes", type=_ints, help="megapixels, e.g. 1,4 (default 1,4)")
+    parser.add_argument("--concurrency", type=_ints, help="e.g. 1,4,16 (default 1,4,16)")
+    parser.add_argument("--requests", type=int, help="requests per run (default max(8, 2c))")
+    parser.add_argument("--soak", type=int, help="soak requests at 4 MP, c=max (default 200)")
+    parser.add_argument("--photo", type=Path, default=PHOTO, help="the photo to resize")
+    parser.add_argument("--logs", type=Path, default=ROOT / "benchmarks" / "out",
+                        help="server logs (default benchmarks/out, git-ignored)")
+    parser.add_argument("--rss-limit-mib", type=int, default=_default_rss_limit_mib(),
+                        help="kill a server whose RSS passes this (default: half the "
+                             "memory available at start)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    return Plan(
+        sizes=args.sizes or ([1] if quick else [1, 4]),
+        concurrency=args.concurrency or ([1, 2] if quick else [1, 4, 16]),
+        requests=args.requests or (3 if quick else None),
+        soak=args.soak if args.soak is not None else (0 if quick else 200),
+        rembg=not (args.no_rembg or quick),
+        limit=not args.no_limit,
+        quick=quick,
+        photo=args.photo,
+        out=args.out,
+        logs=args.logs,
+        rss_limit_mib=args.rss_limit_mib,
+    )
+
+
+def _default_rss_limit_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return max(2048, int(line.split()[1]) // 1024 // 2)
+    return 8192
+
+
+def _ints(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip()]
+
+
+def make_jpeg(photo: Path, megapixels: int) -> bytes:
+    """A square crop of `photo` resized to about `megapixels`, as a quality-90 JPEG."""
+    side = SIDES.get(megapixels) or round(math.sqrt(megapixels * 1e6))
+    with Image.open(photo) as image:
+        rgb = image.convert("RGB")
+    crop = min(rgb.size)
+    left, top = (rgb.width - crop) // 2, (rgb.height - crop) // 2
+    square = rgb.crop((left, top, left + crop, top + crop))
+    buffer = io.BytesIO()
+    square.resize((side, side), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def model_target(env: dict[str, str]) -> tuple[str, Path]:
+    """The provider and ONNX file the server would pick, chosen by the server's own code."""
+    import onnxruntime as ort
+
+    from server.engine import choose_provider
+    from server.settings import Settings
+
+    settings = Settings.from_env(env)
+    provider = choose_provider(settings, ort)
+    return provider, settings.model_file(provider)
+
+
+def measure_limits(plan: Plan, provider: str, model: Path) -> list[LimitResult]:
+    results = []
+    runs, warmup = (1, 1) if plan.quick else (3, 1)
+    for layout, batch, spinning in cases(os.cpu_count() or 1, [1, 2], plan.quick):
+        result = measure(model, plan.photo, layout, batch, provider=provider,
+                         spinning=spinning, warmup=warmup, runs=runs)
+        log(f"model limit {layout.label} batch={batch} spinning={spinning}: "
+            f"{result.images_per_s:.3f} images/s ({result.seconds_per_run:.2f} s/run)")
+        results.append(result)
+    return results
+
+
+def load_runs(
+    server: Server, endpoint_for: Callable[[bytes], Endpoint], plan: Plan,
+    images: dict[int, bytes], concurrencies: list[int], report: Report,
+) -> None:
+    """Each size at each concurrency against a started server, after an untimed warm-up."""
+    matte = server.spec.name == "matte"
+    endpoints = {megapixels: endpoint_for(images[megapixels]) for megapixels in plan.sizes}
+    for endpoint in endpoints.values():
+        warm = run_load(endpoint, server.pid, 1, 1)  # rembg loads its model here
+        if warm.failed:
+            raise RuntimeError(f"{server.spec.name}: warm-up request failed\n{server.log_tail()}")
+    for concurrency in concurrencies:
+        for megapixels, endpoint in endpoints.items():
+            if not server.alive:  # the memory guard stopped it in an earlier run
+                report.notes.append(f"{server.spec.name} {megapixels} MP c={concurrency}: not run,"
+                                    " the server was killed by the memory guard before it")
+                continue
+            before = stage_totals(server.spec.base_url) if matte else {}
+            result = run_load(endpoint, server.pid, concurrency, plan.requests_for(concurrency),
+                              plan.rss_limit_mib * 1024)
+            stages = stage_means(before, stage_totals(server.spec.base_url)) if matte else {}
+            log(f"{server.spec.name} {megapixels} MP c={concurrency}: "
+                f"{result.images_per_s:.3f} images/s, {len(result.ok)}/{len(result.samples)} ok, "
+                f"{result.rejected} 503s, p50 {result.latency(50):.2f}s, "
+                f"peak RSS {result.peak_rss_kib // 1024} MiB, "
+                f"other load {result.other_cores:.2f} cores")
+            report.runs.append(E2ERun(server.spec.name, megapixels, result, stages))
+
+
+def serve(spec: Spec, plan: Plan) -> Server:
+    log(f"starting {spec.name}: {shlex.join(spec.argv)}")
+    return Server(spec, plan.logs / f"{spec.name}.log")
+
+
+def run(plan: Plan) -> Report:
+    env = dict(os.environ)
+    provider, model = model_target(env)
+    report = Report(command=_command(), date=time.strftime("%Y-%m-%d %H:%M %Z"),
+                    provider=f"{provider} ({model.name})", settings=server_settings(env))
+    images = {mp: make_jpeg(plan.photo, mp) for mp in plan.sizes}
+    report.notes.append(f"Memory guard: a server past {plan.rss_limit_mib} MiB RSS is killed "
+                        "(the machine has no swap and is shared).")
+    report.notes.append("Inputs: " + "; ".join(
+        f"{mp} MP = {SIDES.get(mp, '?')}px square JPEG q90 from {plan.photo.name}, "
+        f"{len(data) // 1024} KiB" for mp, data in images.items()))
+    if plan.limit:
+        report.limits = measure_limits(plan, provider, model)
+        _write(plan, report)
+    rembg = _prepare_rembg(plan, model, report) if plan.rembg else None
+    # Interleaved, one server at a time, so noise from elsewhere hits both alike;
+    # without rembg one Matte server serves every concurrency.
+    rounds = [[c] for c in plan.concurrency] if rembg else [plan.concurrency]
+    for concurrencies in rounds:
+        spec = matte_spec(free_port(), env)
+        with serve(spec, plan) as server:
+            report.provider = f"{server.ready_body.get('provider', provider)} ({model.name})"
+            load_runs(server, partial(matte_endpoint, spec), plan, images, concurrencies, report)
+            _note_hwm(report, server)
+        if rembg is not None:
+            spec = rembg_spec(rembg, free_port(), _bench_dir() / "u2net", env)
+            with serve(spec, plan) as server:
+                load_runs(server, partial(rembg_endpoint, spec), plan, images, concurrencies,
+                          report)
+                _note_hwm(report, server)
+        _write(plan, report)
+    if plan.soak:
+        report.soak = _soak(plan, env, images, report)
+        _write(plan, report)
+    return report
+
+
+def _bench_dir() -> Path:
+    """The harness's own cache (rembg's virtualenv and weights), beside Matte's models."""
+    cache = os.environ.get("MATTE_CACHE_DIR") or str(Path.home() / ".cache" / "matte")
+    return Path(cache).expanduser() / "bench"
+
+
+def _prepare_rembg(plan: Plan, model: Path, report: Report) -> Path:
+    venv = _bench_dir() / "rembg-venv"
+    log(f"rembg: virtualenv {venv} (installing {'' if venv.exists() else 'now'})")
+    rembg = ensure_venv(venv, plan.logs / "rembg-install.log")
+    install_weights(model, _bench_dir() / "u2net")
+    report.notes.append(f"rembg: `rembg s --no-ui` ({versions(venv)}), its default threads, "
+                        f"given Matte's {model.name} as isnet-general-use.onnx")
+    return rembg
+
+
+def _soak(plan: Plan, env: dict[str, str], images: dict[int, bytes], report: Report) -> E2ERun:
+    megapixels, concurrency = max(plan.sizes), max(plan.concurrency)
+    spec = matte_spec(free_port(), env)
+    with serve(spec, plan) as server:
+        endpoint = matte_endpoint(spec, images[megapixels])
+        log(f"soak: {plan.soak} requests of {megapixels} MP at c={concurrency}")
+        result = run_load(endpoint, server.pid, concurrency, plan.soak, plan.rss_limit_mib * 1024)
+        _note_hwm(report, server)
+    log(f"soak: {result.images_per_s:.3f} images/s, peak RSS {result.peak_rss_kib // 1024} MiB")
+    return E2ERun("matte", megapixels, result)
+
+
+def _note_hwm(report: Report, server: Server) -> None:
+    # VmHWM is gone with a killed server; its sampled peaks still say how high it went.
+    sampled = [run.result.peak_rss_kib for run in report.runs if run.server == server.spec.name]
+    hwm = max([read_status_kib(server.pid, "VmHWM"), *sampled])
+    report.hwm_kib[server.spec.name] = max(hwm, report.hwm_kib.get(server.spec.name, 0))
+
+
+def _command() -> str:
+    settings = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+                if k.startswith("MATTE_") and k != "MATTE_CACHE_DIR"]
+    args = [".venv/bin/python", "benchmarks/run.py", *sys.argv[1:]]
+    return " ".join([*settings, shlex.join(args)])
+
+
+def _write(plan: Plan, report: Report) -> None:
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.write_text(render(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_args(argv)
+    report = run(plan)
+    _write(plan, report)
+    log(f"wrote {plan.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""The benchmark harness runs end to end: a few requests, then RESULTS.md has its rows.
+
+It runs `benchmarks/run.py --quick` as `make bench` runs the full harness: a
+separate process that starts a real uvicorn server on the prepared model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.model
+
+
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the table under `## {heading}...`, as lists of cell texts."""
+    section = markdown.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATTE_")}
+    if "MATTE_CACHE_DIR" in os.environ:
+        env["MATTE_CACHE_DIR"] = os.environ["MATTE_CACHE_DIR"]
+    command = [sys.executable, "benchmarks/run.py", "--quick", "--requests", "2",
+               "--out", str(out / "RESULTS.md"), "--logs", str(out / "logs")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return (out / "RESULTS.md").read_text()
+
+
+def test_the_header_names_machine_command_and_settings(results: str) -> None:
+    assert "- Machine: " in results and " cores, " in results
+    assert "- Provider: cpu" in results or "- Provider: cuda" in results
+    assert "benchmarks/run.py --quick" in results
+    assert "MATTE_WORKERS=" in results and "MATTE_MAX_PENDING=" in results
+
+
+def test_the_model_limit_has_a_positive_rate(results: str) -> None:
+    rows = table_rows(results, "Model limit")
+    assert len(rows) == 1
+    _layout, batch, spinning, seconds, images_per_s, cpu_per_image, _other, mark = rows[0]
+    assert batch == "1" and spinning == "off" and mark == "best"
+    assert float(seconds) > 0 and float(images_per_s) > 0 and float(cpu_per_image) > 0
+
+
+def test_each_concurrency_has_a_row_with_successes(results: str) -> None:
+    rows = table_rows(results, "End to end")
+    assert [(row[0], row[1], row[2]) for row in rows] == [("1 MP", "1", "matte"),
+                                                           ("1 MP", "2", "matte")]
+    for row in rows:
+        requests, ok, failed = int(row[3]), int(row[4]), int(row[5])
+        assert requests == ok == 2 and failed == 0
+        images_per_s, p50, p99 = float(row[7]), float(row[8]), float(row[10])
+        assert images_per_s > 0 and 0 < p50 <= p99 and int(row[11]) > 100  # peak RSS, MiB
+        assert float(row[12]) > 0  # server CPU s per image
+
+
+def test_ratios_and_stages_are_filled_in(results: str) -> None:
+    ratios = table_rows(results, "Ratios")
+    assert len(ratios) == 2
+    assert all(row[3].endswith("x") and row[4].endswith("x") for row in ratios)
+    assert all(row[5] == row[6] == row[7] == "n/a" for row in ratios)  # no rembg in a quick run
+    stages = table_rows(results, "Matte's stages")
+    assert len(stages) == 2
+    for row in stages:
+        assert all(float(cell) > 0 for cell in row[2:])
