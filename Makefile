@@ -8,7 +8,7 @@ export MATTE_CACHE_DIR ?= $(HOME)/.cache/matte
 # pymatting compiles with numba; its cache must be writable and shared by set-up and serving.
 export NUMBA_CACHE_DIR ?= $(MATTE_CACHE_DIR)/numba
 
-.PHONY: install model run test lint bench clean
+.PHONY: install model model-int8 run test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Matte needs Python 3.11+"'
@@ -24,10 +24,14 @@ model: install
 	$(PY) models/fetch.py --cache-dir "$(MATTE_CACHE_DIR)"
 	$(PY) -m server warm-up
 
+# The opt-in fast CPU model (MATTE_PRECISION=int8): calibration takes ~100 s and ~4 GB.
+model-int8: model
+	$(PY) models/quantize.py --cache-dir "$(MATTE_CACHE_DIR)"
+
 run: model
 	$(PY) -m server serve
 
-test: model
+test: model model-int8
 	$(PY) -m pytest
 
 lint: install

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Iterator
@@ -92,7 +93,8 @@ def reference_alpha(photo: Path) -> np.ndarray:
 def model_client() -> Iterator[TestClient]:
     """The app on the real prepared IS-Net model (from MATTE_CACHE_DIR; `make model` makes it)."""
     settings = Settings.from_env()
-    settings = Settings(**{**settings.__dict__, "api_keys": frozenset({KEY})})
+    # Full precision whatever the environment says: the fidelity bounds are for it.
+    settings = dataclasses.replace(settings, api_keys=frozenset({KEY}), precision="full")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_ready(client, timeout_s=300)
         yield client
