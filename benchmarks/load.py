@@ -161,6 +161,20 @@ def read_status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes have used since boot (steal included: a neighbour's too)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(value) for value in fields[:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def busy_cores(seconds: float) -> float:
+    """Cores in use across the machine, on average over the next `seconds`."""
+    before, started = machine_busy_s(), time.perf_counter()
+    time.sleep(seconds)
+    return (machine_busy_s() - before) / (time.perf_counter() - started)
+
+
 class CpuMeter:
     """CPU used by the server, this client and everything else over an interval.
 
@@ -186,12 +200,7 @@ class CpuMeter:
         times = os.times()
         # Measuring this very process (the model limit): it is the "server", no client.
         client = 0.0 if self.pid == os.getpid() else times.user + times.system
-        return (time.perf_counter(), self._busy_s(), self._process_s(), client)
-
-    def _busy_s(self) -> float:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ticks = [int(value) for value in fields[:8]]
-        return (sum(ticks) - ticks[3] - ticks[4]) / self._tick  # minus idle and iowait
+        return (time.perf_counter(), machine_busy_s(), self._process_s(), client)
 
     def _process_s(self) -> float:
         try:

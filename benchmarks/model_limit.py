@@ -1,23 +1,30 @@
-"""The model's own limit: ONNX Runtime `session.run` alone, no HTTP, no decode or encode.
+"""The model's own limit: the engine's `run` alone, no HTTP, no decode or encode.
 
-This is the ceiling Matte's end-to-end throughput is compared against. Each
-layout is K callers running at once, each with N intra-op threads, on either
-one session shared by the callers (what the server's scheduler does with
-MATTE_WORKERS=K) or one session per caller.
+This is the ceiling Matte's end-to-end throughput is compared against. The
+session is the server's own (`server.engine.OnnxEngine.load`), so its options
+(spinning off, memory pattern, graph optimisation) are always the ones served.
+Each layout is K callers running at once with N intra-op threads each, on one
+session shared by the callers (what the scheduler does with MATTE_WORKERS=K)
+or on one session per caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from load import CpuMeter
 from PIL import Image
+
+if TYPE_CHECKING:
+    from server.engine import Engine
+    from server.settings import Settings
 
 SIDE = 1024  # IS-Net's input side; every photo is resized to it, whatever its size
 
@@ -38,7 +45,6 @@ class Layout:
 class LimitResult:
     layout: Layout
     batch: int
-    spinning: bool
     provider: str
     runs: int  # timed runs per caller
     seconds: float  # wall time of all timed runs
@@ -55,7 +61,7 @@ class LimitResult:
 
     @property
     def cpu_per_image(self) -> float:
-        # Robust where other work shares the cores: waiting threads sleep (no spinning).
+        # Steadier than wall time where other work shares the cores: idle threads sleep.
         return self.cpu_s / self.images
 
     @property
@@ -84,51 +90,23 @@ def realistic_input(photo: Path, batch: int) -> np.ndarray:
     return np.repeat(chw[None], batch, axis=0)
 
 
-def open_session(model: Path, provider: str, threads: int, spinning: bool) -> Any:
-    """A session set up as server/engine.py sets its own (threads, spinning, optimisation)."""
-    import onnxruntime as ort  # heavy: only when a measurement really runs
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if provider == "cuda":
-        providers = [
-            ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
-            "CPUExecutionProvider",
-        ]
-    return ort.InferenceSession(str(model), options, providers=providers)
-
-
 def measure(
-    model: Path,
-    photo: Path,
-    layout: Layout,
-    batch: int,
-    *,
-    provider: str = "cpu",
-    spinning: bool = False,
-    warmup: int = 1,
-    runs: int = 3,
+    settings: Settings, photo: Path, layout: Layout, batch: int, *, warmup: int = 2, runs: int = 3
 ) -> LimitResult:
     """Images/s of `layout` at `batch`: warm-up runs first, then `runs` timed runs per caller."""
-    sessions = _sessions(model, provider, layout, spinning)
-    feed = _feed(sessions[0], realistic_input(photo, batch))
-    output = sessions[0].get_outputs()[0].name
-    for session in {id(session): session for session in sessions}.values():
-        for _ in range(warmup):  # first runs allocate arenas and pick kernels
-            session.run([output], feed)
+    engines = _engines(settings, layout)
+    inputs = realistic_input(photo, batch)
+    for engine in {id(engine): engine for engine in engines}.values():
+        for _ in range(warmup):  # first runs allocate the arena and pick kernels
+            engine.run(inputs)
     barrier = threading.Barrier(layout.callers + 1)
 
-    def call(session: Any) -> None:
+    def call(engine: Engine) -> None:
         barrier.wait()
         for _ in range(runs):
-            session.run([output], feed)
+            engine.run(inputs)
 
-    threads = [threading.Thread(target=call, args=(session,)) for session in sessions]
+    threads = [threading.Thread(target=call, args=(engine,)) for engine in engines]
     for thread in threads:
         thread.start()
     barrier.wait()  # every caller starts at once, so the clock times them side by side
@@ -137,33 +115,29 @@ def measure(
         thread.join()
     seconds = time.perf_counter() - started
     cpu, other = meter.stop()
-    return LimitResult(layout, batch, spinning, provider, runs, seconds, cpu, other)
+    return LimitResult(layout, batch, engines[0].provider, runs, seconds, cpu, other)
 
 
-def _sessions(model: Path, provider: str, layout: Layout, spinning: bool) -> list[Any]:
+def _engines(settings: Settings, layout: Layout) -> list[Engine]:
+    from server.engine import OnnxEngine  # imports onnxruntime: only when measuring
+
+    settings = dataclasses.replace(
+        settings, workers=layout.callers, intra_op_threads=layout.threads
+    )
     if layout.shared:
         # ONNX Runtime's `run` is thread-safe: the server's workers share one session.
-        return [open_session(model, provider, layout.threads, spinning)] * layout.callers
-    return [open_session(model, provider, layout.threads, spinning) for _ in range(layout.callers)]
+        return [OnnxEngine.load(settings)] * layout.callers
+    return [OnnxEngine.load(settings) for _ in range(layout.callers)]
 
 
-def _feed(session: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
-    first = session.get_inputs()[0]
-    # A half-precision graph without float32 I/O wants float16 in.
-    dtype = np.float16 if first.type == "tensor(float16)" else np.float32
-    return {first.name: batch.astype(dtype, copy=False)}
-
-
-def cases(cores: int, batches: list[int], quick: bool) -> list[tuple[Layout, int, bool]]:
-    """(layout, batch, spinning) to measure: every layout and batch with spinning off, as
-    the server runs; then 1 x cores with spinning on, to show what turning it off costs."""
+def cases(cores: int, batches: list[int], quick: bool) -> list[tuple[Layout, int]]:
+    """(layout, batch) pairs to measure: every layout at every batch size."""
     if quick:
-        return [(Layout(1, cores), batches[0], False)]
+        return [(Layout(1, cores), batches[0])]
     layouts = default_layouts(cores)
     # One session per caller too: more memory, but no shared arena or thread pool.
     layouts += [Layout(k.callers, k.threads, shared=False) for k in layouts if k.callers > 1]
-    found = [(layout, batch, False) for layout in layouts for batch in batches]
-    return [*found, (Layout(1, cores), batches[0], True)]
+    return [(layout, batch) for layout in layouts for batch in batches]
 
 
 def best(results: list[LimitResult]) -> LimitResult:

@@ -17,6 +17,8 @@ LIMIT_RATIO_TARGET = 0.9
 REMBG_RATIO_TARGET = 1.6
 RSS_TARGET_MIB = 2048
 FLAT_GROWTH = 0.10  # RSS at the end of the soak within 10% of RSS near its start
+# Above this many cores of other processes' CPU, a run's wall-clock figures are not trusted.
+NOISY_OTHER = 0.2
 
 
 @dataclass
@@ -96,14 +98,16 @@ def _limit_table(limits: list[LimitResult]) -> str:
     rows = [
         "## Model limit (`session.run` alone)",
         "",
-        "| layout (callers x intra-op threads) | batch | spinning | s per run | images/s "
+        "The server's own session (`OnnxEngine.load`: intra-op spinning off, as served), "
+        "fed a real photo at 1024x1024 (pixel/255 - 0.5).",
+        "",
+        "| layout (callers x intra-op threads) | batch | s per run | images/s "
         "| CPU s/image | other | |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for result in limits:
         mark = "best" if result is top else ""
-        spinning = "on" if result.spinning else "off"
-        rows.append(f"| {result.layout.label} | {result.batch} | {spinning}"
+        rows.append(f"| {result.layout.label} | {result.batch}"
                     f" | {result.seconds_per_run:.2f} | {result.images_per_s:.3f}"
                     f" | {result.cpu_per_image:.2f} | {result.other_cores:.2f} | {mark} |")
     return "\n".join(rows)
@@ -226,19 +230,36 @@ def _soak_table(soak: E2ERun) -> str:
 
 
 def _targets(report: Report) -> str:
-    rows = ["## Targets", "", "| target | measured | met |", "| --- | --- | --- |"]
-    limit = best(report.limits).images_per_s if report.limits else math.nan
+    rows = [
+        "## Targets",
+        "",
+        f"Ratios are judged on wall-clock images/s when every run involved had `other` <= "
+        f"{NOISY_OTHER} cores, else on CPU s/image (the wall figures then say more about "
+        "the neighbours than about the servers).",
+        "",
+        "| target | wall clock | by CPU time | met |",
+        "| --- | --- | --- | --- |",
+    ]
     for matte, rembg in _pairs(report.runs):
         if matte.result.concurrency != 4:
             continue
-        ours = matte.result.images_per_s
+        label = f"{matte.megapixels} MP, c=4: Matte >="
         if report.limits:
-            rows.append(_target_row(f"{matte.megapixels} MP, c=4: Matte >= "
-                                    f"{LIMIT_RATIO_TARGET}x model limit", ours / limit,
-                                    LIMIT_RATIO_TARGET))
+            top = best(report.limits)
+            cheapest = min(r.cpu_per_image for r in report.limits)
+            rows.append(_target_row(
+                f"{label} {LIMIT_RATIO_TARGET}x model limit", LIMIT_RATIO_TARGET,
+                matte.result.images_per_s / top.images_per_s,
+                cheapest / matte.result.cpu_per_image,
+                max(matte.result.other_cores, top.other_cores),
+            ))
         if rembg is not None:
-            rows.append(_target_row(f"{matte.megapixels} MP, c=4: Matte >= {REMBG_RATIO_TARGET}x "
-                                    "rembg", ours / rembg.result.images_per_s, REMBG_RATIO_TARGET))
+            rows.append(_target_row(
+                f"{label} {REMBG_RATIO_TARGET}x rembg", REMBG_RATIO_TARGET,
+                matte.result.images_per_s / rembg.result.images_per_s,
+                rembg.result.cpu_per_image / matte.result.cpu_per_image,
+                max(matte.result.other_cores, rembg.result.other_cores),
+            ))
     heavy = [run.result.peak_rss_kib for run in report.runs
              if run.server == "matte" and run.megapixels == 4 and run.result.concurrency == 16]
     soak = report.soak
@@ -246,22 +267,28 @@ def _targets(report: Report) -> str:
         heavy.append(soak.result.peak_rss_kib)
     if heavy:
         peak = _mib(max(heavy))
-        rows.append(f"| peak RSS at 4 MP, c=16 <= {RSS_TARGET_MIB} MiB | {peak} MiB "
+        rows.append(f"| peak RSS at 4 MP, c=16 <= {RSS_TARGET_MIB} MiB | {peak} MiB | "
                     f"| {'yes' if peak <= RSS_TARGET_MIB else 'no'} |")
     if report.soak is not None:
         points = soak_checkpoints(report.soak.result)
         flat = soak_is_flat(report.soak.result)
         rows.append(f"| RSS flat over the soak (growth <= {FLAT_GROWTH:.0%}) "
-                    f"| {_mib(points[0][1])} -> {_mib(points[-1][1])} MiB "
+                    f"| {_mib(points[0][1])} -> {_mib(points[-1][1])} MiB | "
                     f"| {'yes' if flat else 'no'} |")
     for server, kib in report.hwm_kib.items():
-        rows.append(f"| (info) {server} VmHWM over all its runs | {_mib(kib)} MiB | |")
+        rows.append(f"| (info) {server} VmHWM over all its runs | {_mib(kib)} MiB | | |")
     return "\n".join(rows)
 
 
-def _target_row(label: str, value: float, target: float) -> str:
-    met = "yes" if value >= target else ("n/a" if math.isnan(value) else "no")
-    return f"| {label} | {value:.2f}x | {met} |"
+def _target_row(label: str, target: float, wall: float, cpu: float, other: float) -> str:
+    noisy = other > NOISY_OTHER
+    value = cpu if noisy else wall
+    if math.isnan(value):
+        met = "n/a"
+    else:
+        met = ("yes" if value >= target else "no") + (
+            f" (by CPU time: `other` reached {other:.2f})" if noisy else " (wall clock)")
+    return f"| {label} | {wall:.2f}x | {cpu:.2f}x | {met} |"
 
 
 def _pairs(runs: list[E2ERun]) -> list[tuple[E2ERun, E2ERun | None]]:

@@ -1,17 +1,13 @@
 """Matte's benchmark: the model's own limit, Matte over real HTTP, rembg's server beside it.
 
-    .venv/bin/python benchmarks/run.py            # the full run (~20-30 min on 2 cores)
-    .venv/bin/python benchmarks/run.py --quick    # a smoke run: 1 MP, c=1 and 2, no rembg
-    MATTE_WORKERS=2 .venv/bin/python benchmarks/run.py --no-rembg   # compare a setting
+    .venv/bin/python benchmarks/run.py --help
 
-MATTE_* variables pass through to the Matte server under test. The tables go
-to benchmarks/RESULTS.md (--out), rewritten after every phase so a long run
-that dies still leaves what it measured.
+The tables go to benchmarks/RESULTS.md (--out), rewritten after every phase so
+a long run that dies still leaves what it measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
@@ -19,17 +15,17 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from load import Endpoint, read_status_kib, run_load
-from model_limit import LimitResult, cases, measure
+from model_limit import Layout, LimitResult, cases, measure
 from PIL import Image
+from plan import Plan, parse_args
 from rembg_server import ensure_venv, install_weights, rembg_endpoint, rembg_spec, versions
 from report import E2ERun, Report, render
 from servers import (
-    ROOT,
     Server,
     Spec,
     free_port,
@@ -40,73 +36,10 @@ from servers import (
     stage_totals,
 )
 
-PHOTO = ROOT.parent / "shared" / "fixtures" / "rembg" / "cloth-1.jpg"
+if TYPE_CHECKING:
+    from server.settings import Settings
+
 SIDES = {1: 1000, 4: 2048}  # 4 MP is 2048x2048: exactly Matte's default max_pixels
-
-
-@dataclass(frozen=True)
-class Plan:
-    sizes: list[int]  # megapixels
-    concurrency: list[int]
-    requests: int | None  # per run; None: max(8, 2 x concurrency)
-    soak: int  # requests in the soak; 0 skips it
-    rembg: bool
-    limit: bool
-    quick: bool
-    photo: Path
-    out: Path
-    logs: Path
-    rss_limit_mib: int  # a server past this is killed (see load.RssSampler)
-
-    def requests_for(self, concurrency: int) -> int:
-        return self.requests if self.requests else max(8, 2 * concurrency)
-
-
-def parse_args(argv: list[str] | None) -> Plan:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 1 MP, c=1,2, 3 requests, no rembg, no soak, 1 model run")
-    parser.add_argument("--no-rembg", action="store_true", help="skip rembg's server")
-    parser.add_argument("--no-limit", action="store_true", help="skip the model-limit sweep")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
-    parser.add_argument("--sizes", type=_ints, help="megapixels, e.g. 1,4 (default 1,4)")
-    parser.add_argument("--concurrency", type=_ints, help="e.g. 1,4,16 (default 1,4,16)")
-    parser.add_argument("--requests", type=int, help="requests per run (default max(8, 2c))")
-    parser.add_argument("--soak", type=int, help="soak requests at 4 MP, c=max (default 200)")
-    parser.add_argument("--photo", type=Path, default=PHOTO, help="the photo to resize")
-    parser.add_argument("--logs", type=Path, default=ROOT / "benchmarks" / "out",
-                        help="server logs (default benchmarks/out, git-ignored)")
-    parser.add_argument("--rss-limit-mib", type=int, default=_default_rss_limit_mib(),
-                        help="kill a server whose RSS passes this (default: half the "
-                             "memory available at start)")
-    args = parser.parse_args(argv)
-    quick = args.quick
-    return Plan(
-        sizes=args.sizes or ([1] if quick else [1, 4]),
-        concurrency=args.concurrency or ([1, 2] if quick else [1, 4, 16]),
-        requests=args.requests or (3 if quick else None),
-        soak=args.soak if args.soak is not None else (0 if quick else 200),
-        rembg=not (args.no_rembg or quick),
-        limit=not args.no_limit,
-        quick=quick,
-        photo=args.photo,
-        out=args.out,
-        logs=args.logs,
-        rss_limit_mib=args.rss_limit_mib,
-    )
-
-
-def _default_rss_limit_mib() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return max(2048, int(line.split()[1]) // 1024 // 2)
-    return 8192
-
-
-def _ints(text: str) -> list[int]:
-    return [int(item) for item in text.split(",") if item.strip()]
 
 
 def make_jpeg(photo: Path, megapixels: int) -> bytes:
@@ -138,16 +71,26 @@ def model_target(env: dict[str, str]) -> tuple[str, Path]:
     return provider, settings.model_file(provider)
 
 
-def measure_limits(plan: Plan, provider: str, model: Path) -> list[LimitResult]:
+def measure_limits(plan: Plan, env: dict[str, str]) -> list[LimitResult]:
+    from server.settings import Settings
+
+    settings = Settings.from_env(env)
     results = []
-    runs, warmup = (1, 1) if plan.quick else (3, 1)
-    for layout, batch, spinning in cases(os.cpu_count() or 1, [1, 2], plan.quick):
-        result = measure(model, plan.photo, layout, batch, provider=provider,
-                         spinning=spinning, warmup=warmup, runs=runs)
-        log(f"model limit {layout.label} batch={batch} spinning={spinning}: "
-            f"{result.images_per_s:.3f} images/s ({result.seconds_per_run:.2f} s/run)")
-        results.append(result)
+    runs = 1 if plan.quick else 3
+    for layout, batch in cases(os.cpu_count() or 1, [1, 2], plan.quick):
+        once = partial(_limit_once, plan, settings, layout, batch, runs)
+        results.append(plan.quiet.measure(once, lambda r: r.other_cores, log))
     return results
+
+
+def _limit_once(plan: Plan, settings: Settings, layout: Layout, batch: int,
+                runs: int) -> LimitResult:
+    result = measure(settings, plan.photo, layout, batch, warmup=1 if plan.quick else 2,
+                     runs=runs)
+    log(f"model limit {layout.label} batch={batch}: {result.images_per_s:.3f} images/s "
+        f"({result.seconds_per_run:.2f} s/run, {result.cpu_per_image:.2f} CPU s/image, "
+        f"others {result.other_cores:.2f} cores)")
+    return result
 
 
 def load_runs(
@@ -155,7 +98,6 @@ def load_runs(
     images: dict[int, bytes], concurrencies: list[int], report: Report,
 ) -> None:
     """Each size at each concurrency against a started server, after an untimed warm-up."""
-    matte = server.spec.name == "matte"
     endpoints = {megapixels: endpoint_for(images[megapixels]) for megapixels in plan.sizes}
     for endpoint in endpoints.values():
         warm = run_load(endpoint, server.pid, 1, 1)  # rembg loads its model here
@@ -167,16 +109,24 @@ def load_runs(
                 report.notes.append(f"{server.spec.name} {megapixels} MP c={concurrency}: not run,"
                                     " the server was killed by the memory guard before it")
                 continue
-            before = stage_totals(server.spec.base_url) if matte else {}
-            result = run_load(endpoint, server.pid, concurrency, plan.requests_for(concurrency),
-                              plan.rss_limit_mib * 1024)
-            stages = stage_means(before, stage_totals(server.spec.base_url)) if matte else {}
-            log(f"{server.spec.name} {megapixels} MP c={concurrency}: "
-                f"{result.images_per_s:.3f} images/s, {len(result.ok)}/{len(result.samples)} ok, "
-                f"{result.rejected} 503s, p50 {result.latency(50):.2f}s, "
-                f"peak RSS {result.peak_rss_kib // 1024} MiB, "
-                f"other load {result.other_cores:.2f} cores")
-            report.runs.append(E2ERun(server.spec.name, megapixels, result, stages))
+            once = partial(_load_once, server, plan, endpoint, megapixels, concurrency)
+            report.runs.append(plan.quiet.measure(once, lambda r: r.result.other_cores, log))
+
+
+def _load_once(server: Server, plan: Plan, endpoint: Endpoint, megapixels: int,
+               concurrency: int) -> E2ERun:
+    matte = server.spec.name == "matte"
+    before = stage_totals(server.spec.base_url) if matte else {}
+    result = run_load(endpoint, server.pid, concurrency, plan.requests_for(concurrency),
+                      plan.rss_limit_mib * 1024)
+    stages = {}
+    if matte and server.alive:
+        stages = stage_means(before, stage_totals(server.spec.base_url))
+    log(f"{server.spec.name} {megapixels} MP c={concurrency}: {result.images_per_s:.3f} "
+        f"images/s, {len(result.ok)}/{len(result.samples)} ok, {result.rejected} 503s, "
+        f"p50 {result.latency(50):.2f}s, peak RSS {result.peak_rss_kib // 1024} MiB, "
+        f"{result.cpu_per_image:.2f} CPU s/image, others {result.other_cores:.2f} cores")
+    return E2ERun(server.spec.name, megapixels, result, stages)
 
 
 def serve(spec: Spec, plan: Plan) -> Server:
@@ -190,13 +140,9 @@ def run(plan: Plan) -> Report:
     report = Report(command=_command(), date=time.strftime("%Y-%m-%d %H:%M %Z"),
                     provider=f"{provider} ({model.name})", settings=server_settings(env))
     images = {mp: make_jpeg(plan.photo, mp) for mp in plan.sizes}
-    report.notes.append(f"Memory guard: a server past {plan.rss_limit_mib} MiB RSS is killed "
-                        "(the machine has no swap and is shared).")
-    report.notes.append("Inputs: " + "; ".join(
-        f"{mp} MP = {SIDES.get(mp, '?')}px square JPEG q90 from {plan.photo.name}, "
-        f"{len(data) // 1024} KiB" for mp, data in images.items()))
+    _describe(plan, images, report)
     if plan.limit:
-        report.limits = measure_limits(plan, provider, model)
+        report.limits = measure_limits(plan, env)
         _write(plan, report)
     rembg = _prepare_rembg(plan, model, report) if plan.rembg else None
     # Interleaved, one server at a time, so noise from elsewhere hits both alike;
@@ -217,8 +163,21 @@ def run(plan: Plan) -> Report:
         _write(plan, report)
     if plan.soak:
         report.soak = _soak(plan, env, images, report)
-        _write(plan, report)
     return report
+
+
+def _describe(plan: Plan, images: dict[int, bytes], report: Report) -> None:
+    quiet = plan.quiet
+    report.notes += [
+        "Inputs: " + "; ".join(f"{mp} MP = {SIDES.get(mp, '?')}px square JPEG q90 from "
+                               f"{plan.photo.name}, {len(data) // 1024} KiB"
+                               for mp, data in images.items()),
+        f"Shared machine: each run waits up to {quiet.max_wait_s:.0f} s for others' CPU to stay "
+        f"<= {quiet.threshold} cores, and is repeated (at most {quiet.attempts} tries, the "
+        "quietest kept) when they went above it meanwhile.",
+        f"Memory guard: a server past {plan.rss_limit_mib} MiB RSS is killed "
+        "(the machine has no swap and is shared).",
+    ]
 
 
 def _bench_dir() -> Path:
@@ -229,7 +188,7 @@ def _bench_dir() -> Path:
 
 def _prepare_rembg(plan: Plan, model: Path, report: Report) -> Path:
     venv = _bench_dir() / "rembg-venv"
-    log(f"rembg: virtualenv {venv} (installing {'' if venv.exists() else 'now'})")
+    log(f"rembg: virtualenv {venv}")
     rembg = ensure_venv(venv, plan.logs / "rembg-install.log")
     install_weights(model, _bench_dir() / "u2net")
     report.notes.append(f"rembg: `rembg s --no-ui` ({versions(venv)}), its default threads, "
@@ -242,6 +201,9 @@ def _soak(plan: Plan, env: dict[str, str], images: dict[int, bytes], report: Rep
     spec = matte_spec(free_port(), env)
     with serve(spec, plan) as server:
         endpoint = matte_endpoint(spec, images[megapixels])
+        # Memory, not speed, is the point here: one quiet start, no retries.
+        if plan.quiet.max_wait_s > 0:
+            plan.quiet.wait()
         log(f"soak: {plan.soak} requests of {megapixels} MP at c={concurrency}")
         result = run_load(endpoint, server.pid, concurrency, plan.soak, plan.rss_limit_mib * 1024)
         _note_hwm(report, server)
