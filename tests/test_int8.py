@@ -22,27 +22,13 @@ from PIL import Image, ImageOps
 
 from server.isnet import to_mask, to_tensor
 from server.settings import Settings
+from tests.conftest import fixture_photos, soft_iou
 
 pytestmark = pytest.mark.model
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rembg"
 # plants-1 (fine leaves, a large half-transparent area) is the hard one: a
 # naive int8 model scored 0.18 there. The shipped recipe scores ~0.98.
 MIN_IOU = 0.97
-
-
-def photos() -> list[Path]:
-    found = sorted(FIXTURES.glob("*.jpg"))
-    assert len(found) == 4, f"expected the 4 rembg fixtures in {FIXTURES}"
-    return found
-
-
-def soft_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """sum(min) / sum(max) of two uint8 masks scaled to [0, 1]."""
-    fa = a.astype(np.float64) / 255
-    fb = b.astype(np.float64) / 255
-    union = np.maximum(fa, fb).sum()
-    return float(np.minimum(fa, fb).sum() / union) if union else 1.0
 
 
 def model_file(precision: str) -> Path:
@@ -74,7 +60,7 @@ def mask(precision: str, rgb: np.ndarray) -> np.ndarray:
     return to_mask(prediction[0, 0], (rgb.shape[1], rgb.shape[0]))
 
 
-@pytest.mark.parametrize("photo", photos(), ids=lambda path: path.stem)
+@pytest.mark.parametrize("photo", fixture_photos(), ids=lambda path: path.stem)
 def test_int8_mask_matches_fp32(photo: Path) -> None:
     rgb = load_rgb(photo)
     int8 = mask("int8", rgb)
