@@ -49,6 +49,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# Run as a script, models/ is on sys.path: the cache-dir default is fetch.py's own.
+from fetch import default_cache_dir
+
 if TYPE_CHECKING:
     import numpy as np
     import onnx
@@ -443,13 +446,6 @@ def ensure_int8(cache_dir: Path, force: bool = False, log: Log = print) -> Path:
     write_atomic(model_dir / STAMP_NAME, json.dumps(payload, indent=2).encode())
     log(f"{MODEL_NAME}: wrote {target} ({target.stat().st_size / 1e6:.0f} MB)")
     return target
-
-
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    configured = environ.get("MATTE_CACHE_DIR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "matte"
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
