@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadRequest
+from .png import encode_png
 
 OutputFormat = Literal["png", "webp"]
 
@@ -90,11 +91,9 @@ def _to_picture(image: Image.Image) -> Picture:
 
 def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: int) -> bytes:
     """Encode an (H, W) L, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array."""
-    image = Image.fromarray(pixels)
-    buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=png_level)
-    else:
-        # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
-        image.save(buffer, "WEBP", quality=webp_quality, alpha_quality=100, method=4)
+        return encode_png(pixels, png_level)
+    buffer = io.BytesIO()
+    # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
+    Image.fromarray(pixels).save(buffer, "WEBP", quality=webp_quality, alpha_quality=100, method=4)
     return buffer.getvalue()

@@ -1,0 +1,75 @@
+"""The PNG writer: every supported layout decodes back to the exact pixels."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.png import encode_png
+
+
+def _noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "mode"),
+    [((7, 5), "L"), ((1, 9, 3), "RGB"), ((33, 17, 4), "RGBA"), ((256, 300, 4), "RGBA")],
+)
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_round_trip_is_exact(shape: tuple[int, ...], mode: str, level: int) -> None:
+    pixels = _noise(shape)
+    image = Image.open(io.BytesIO(encode_png(pixels, level)))
+    assert image.format == "PNG"
+    assert image.mode == mode
+    assert image.size == (shape[1], shape[0])
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_up_filter_wraps_modulo_256() -> None:
+    # Rows going 255 -> 0 -> 255 need the uint8 wrap-around of the Up filter.
+    pixels = np.array([[255, 0], [0, 255], [255, 0]], dtype=np.uint8)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(pixels, 1)))), pixels)
+
+
+def test_non_contiguous_input_is_accepted() -> None:
+    pixels = _noise((40, 60, 4))[:, ::2]
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(pixels, 1))))
+    assert np.array_equal(decoded, pixels)
+
+
+def test_level_is_the_zlib_level() -> None:
+    # A smooth gradient compresses far better at 9 than at 0 (stored).
+    pixels = np.tile(np.arange(256, dtype=np.uint8), (64, 1))
+    stored, best = encode_png(pixels, 0), encode_png(pixels, 9)
+    assert len(best) < len(stored) / 10
+    assert len(stored) > pixels.size  # level 0 stores every filtered byte
+
+
+def test_chunks_carry_valid_crcs() -> None:
+    data = encode_png(_noise((8, 8, 3)), 1)
+    offset = 8
+    kinds = []
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        crc = int.from_bytes(data[offset + 8 + length : offset + 12 + length], "big")
+        assert crc == zlib.crc32(kind + body)
+        kinds.append(kind)
+        offset += 12 + length
+    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [np.zeros((4, 4), dtype=np.uint16), np.zeros((4, 4, 2), dtype=np.uint8)],
+    ids=["uint16", "two-channels"],
+)
+def test_unsupported_layouts_are_refused(pixels: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        encode_png(pixels, 1)
