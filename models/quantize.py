@@ -12,8 +12,11 @@ Reads <cache>/isnet-general-use/cpu-fp32.onnx (made by models/fetch.py) and:
    clean-up) on the fp32 model;
 3. calibrates with ORT's percentile calibrator on models/calibration/*.jpg,
    each photo also mirrored, cropped and halved (16 inputs, 1.5-2.5 min);
-4. quantises to QDQ: uint8 activations, per-channel 7-bit int8 weights, with
-   the bottom of the U-Net and the input and output layers kept in fp32;
+4. quantises to QDQ: uint8 activations, per-channel int8 weights, with part
+   of the bottom of the U-Net and the output layers kept in fp32. The recipe
+   depends on the CPU it runs on, which is the one that will serve the model:
+   with VNNI, 8-bit weights and only three convs of the bottom in fp32; without
+   (or off x86), 7-bit weights, the whole bottom and the input conv in fp32;
 5. compares its masks with the fp32 model's on the calibration photos and only
    if every soft IoU is >= 0.97 moves cpu-int8.onnx into place and stamps it.
 
@@ -29,10 +32,24 @@ rembg fixtures; plants-1 is the hard photo, the others stay >= 0.99):
 * Quantising the bottom of the U (stages 5, 6 and 5d, 16x16 and 32x32 maps)
   cost plants-1 2-4 points by itself: their errors spread over the whole mask.
   In fp32 they are 16% of the FLOPs.
-* Result: anime-girl-1 0.998, car-1 0.998, cloth-1 0.999, plants-1 0.980.
-  Calibrated on three photos and tested on the held-out fourth: 0.996,
-  0.998, 0.999, 0.978. About 2.3x faster than fp32 on a 2-core AVX-512 VNNI
-  CPU (0.37 s against 0.85 s); all-int8 would be 3x but scored 0.95.
+* Portable recipe: anime-girl-1 0.998, car-1 0.998, cloth-1 0.999, plants-1
+  0.980. Calibrated on three photos and tested on the held-out fourth:
+  0.996, 0.998, 0.999, 0.978. About 2.3x faster than fp32 on a 2-core
+  AVX-512 VNNI CPU (0.37 s against 0.85 s); all-int8 would be 3x but scored
+  0.95.
+* VNNI recipe: the bottom's fp32 convs were a third of the portable model's
+  time. Quantising them one at a time (8-bit weights) found three that cost
+  plants-1 0.005-0.015 each, and adds and concats of the bottom that cost up
+  to 0.04 (stage 5's output spikes to 150 with a 99.9th percentile of 5: 8
+  bits cannot hold it at any clipping). Everything else is quantised; per
+  node the scores move by +-0.005 in no clear pattern, so the choice is the
+  best of its neighbours, not a smooth optimum. anime-girl-1 0.997, car-1
+  0.998, cloth-1 0.999, plants-1 0.975; 0.29 s against 0.84 s (2.9x).
+  Calibrated on three photos: plants-1 0.967 when it is the held-out one,
+  0.973-0.977 otherwise (the portable recipe: 0.976-0.978). Other picks that
+  scored 0.977 with all four photos (e.g. a higher percentile for stages 5
+  and 6) fell to 0.94 on one three-photo set; this one was the steadiest.
+  The gate below still guards each build.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,15 +84,16 @@ TARGET_NAME = "cpu-int8.onnx"
 STAMP_NAME = "int8.json"
 INPUT_NAME = "input"
 # Bump whenever anything below changes the output, so caches get rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 # Percentile calibration clips the top (100 - p)% of |activation| values.
 # Measured on plants-1 around these values (8-bit weights): 99.999/99.9999 for
 # the encoder and 99.97/99.99 for the decoder scored 0.972-0.981, against 0.982.
 ENCODER_PERCENTILE = 99.9995
 DECODER_PERCENTILE = 99.98
-# The bottom of the U-Net, kept in fp32 (see the module docstring).
-FP32_STAGES = ("stage5", "stage6", "stage5d")
+# The bottom of the U-Net (16x16 and 32x32 maps), where quantisation errors
+# spread over the whole mask (see the module docstring).
+BOTTOM_STAGES = ("stage5", "stage6", "stage5d")
 # The stages the graph must have for the recipe to make sense.
 EXPECTED_STAGES = frozenset(
     {f"stage{i}" for i in range(1, 7)} | {f"stage{i}d" for i in range(1, 6)}
@@ -89,8 +108,75 @@ HISTOGRAM_BINS = 2048
 Log = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What is quantised, and how; one per kind of CPU (see `choose_recipe`)."""
+
+    name: str
+    # 7-bit weights (see `quantize`).
+    reduce_range: bool
+    # Conv blocks of BOTTOM_STAGES kept in fp32, e.g. "stage5/rebnconv1d";
+    # None keeps those stages whole. Their pools, concats and adds stay fp32
+    # either way: they cost ~nothing at 32x32, and quantising them cost
+    # plants-1 up to 0.04.
+    fp32_bottom_blocks: tuple[str, ...] | None
+    quantize_first_conv: bool
+
+
+# The recipe for CPUs without VNNI (and other architectures): 2.3x.
+PORTABLE = Recipe(
+    name="portable",
+    reduce_range=True,
+    fp32_bottom_blocks=None,
+    quantize_first_conv=False,
+)
+# With VNNI, 8-bit weights cannot overflow and are more accurate, which pays
+# for quantising most of the bottom too: 2.9x. Kept in fp32 are the three
+# convs that alone cost plants-1 0.005-0.015 when quantised: stage 5's output
+# conv (its sum with the stage input spikes to 30x its 99.9th percentile, too
+# much for 8 bits at any clipping), stage 6's input conv and its first
+# decoder conv.
+VNNI = Recipe(
+    name="vnni",
+    reduce_range=False,
+    fp32_bottom_blocks=("stage5/rebnconv1d", "stage6/rebnconvin", "stage6/rebnconv3d"),
+    # Quantised it is ~5 ms faster (no fp32 island at 512x512) and no worse.
+    quantize_first_conv=True,
+)
+
+
 class QuantizeError(Exception):
     """A failure with a message meant for the user."""
+
+
+# --------------------------------------------------------------------------
+# Recipe choice
+# --------------------------------------------------------------------------
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The x86 feature flags of this CPU; empty where unknown (not Linux,
+    or not x86: ARM's cpuinfo says "Features", not "flags")."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {
+        flag
+        for line in text.splitlines()
+        if line.startswith("flags")
+        for flag in line.partition(":")[2].split()
+    }
+
+
+def choose_recipe(flags: set[str]) -> Recipe:
+    """VNNI where ORT's u8 x s8 kernels have it, else the portable recipe.
+
+    Decided here, on the CPU that calibrates, because the int8 model is
+    prepared on the machine that serves it (`make model-int8`); on a CPU
+    without VNNI, 8-bit weights could overflow ORT's int16 accumulation.
+    """
+    return VNNI if flags & {"avx512_vnni", "avx_vnni"} else PORTABLE
 
 
 # --------------------------------------------------------------------------
@@ -105,11 +191,13 @@ def calibration_photos(directory: Path = CALIBRATION_DIR) -> list[Path]:
     return photos
 
 
-def stamp_payload(source: Path, photos: Sequence[Path]) -> dict[str, Any]:
+def stamp_payload(source: Path, photos: Sequence[Path], recipe: Recipe) -> dict[str, Any]:
     """What the int8 file was made from; size + mtime spare hashing 176 MB."""
     stat = source.stat()
     return {
         "recipe": RECIPE_VERSION,
+        # A cache moved to a CPU of the other kind gets rebuilt for it.
+        "variant": recipe.name,
         "source": {"name": source.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
         "calibration": {photo.name: photo.stat().st_size for photo in photos},
     }
@@ -211,14 +299,29 @@ def tensor_producers(model: onnx.ModelProto) -> dict[str, str]:
     return {output: node.name for node in model.graph.node for output in node.output}
 
 
-def nodes_to_keep_fp32(model: onnx.ModelProto) -> list[str]:
-    """FP32_STAGES, the glue fed only by them, the first conv and the head."""
+def block_of(node_name: str) -> str:
+    """'/stage5/rebnconv1d/conv_s1/Conv' -> 'stage5/rebnconv1d'; '/stage5/Add' -> ''."""
+    parts = node_name.split("/")
+    return "/".join(parts[1:3]) if len(parts) > 3 else ""
+
+
+def is_fp32_in_bottom(node: onnx.NodeProto, recipe: Recipe) -> bool:
+    """Whether a node of BOTTOM_STAGES stays fp32 under `recipe`."""
+    if recipe.fp32_bottom_blocks is None or node.op_type not in ("Conv", "Relu"):
+        return True
+    return block_of(node.name) in recipe.fp32_bottom_blocks
+
+
+def nodes_to_keep_fp32(model: onnx.ModelProto, recipe: Recipe) -> list[str]:
+    """The recipe's part of the bottom, the glue fed only by it, the head
+    and, unless the recipe quantises it, the first conv."""
     nodes = list(model.graph.node)  # topological order after pre-processing
     producers = tensor_producers(model)
     keep: list[str] = []
     for node in nodes:
-        if stage_of(node.name) in FP32_STAGES:
-            keep.append(node.name)
+        if stage_of(node.name) in BOTTOM_STAGES:
+            if is_fp32_in_bottom(node, recipe):
+                keep.append(node.name)
         elif not stage_of(node.name):
             # Pools, upsampling and concats between stages: if every input
             # comes from fp32 nodes, quantising here would only add the error
@@ -227,10 +330,13 @@ def nodes_to_keep_fp32(model: onnx.ModelProto) -> list[str]:
             parents = [producers[name] for name in node.input if name in producers]
             if parents and all(parent in keep for parent in parents):
                 keep.append(node.name)
-    # The input conv sees raw pixels, and everything after the last decoder
-    # node makes the logits whose tails the per-image min-max normalisation
-    # magnifies. Both are <0.5% of the FLOPs.
-    keep.append(next(node.name for node in nodes if node.op_type == "Conv"))
+    # The input conv sees raw pixels (the portable recipe keeps it; with
+    # 8-bit weights quantising it cost nothing), and everything after the
+    # last decoder node makes the logits whose tails the per-image min-max
+    # normalisation magnifies (quantising side1 cost plants-1 0.007-0.009
+    # with 8-bit weights). Both are <0.5% of the FLOPs.
+    if not recipe.quantize_first_conv:
+        keep.append(next(node.name for node in nodes if node.op_type == "Conv"))
     last_decoder = max(i for i, node in enumerate(nodes) if stage_of(node.name).endswith("d"))
     keep += [node.name for node in nodes[last_decoder + 1 :]]
     return list(dict.fromkeys(keep))
@@ -311,6 +417,7 @@ def quantize(
     target: Path,
     ranges: TensorsData,
     keep_fp32: Sequence[str],
+    recipe: Recipe,
     workdir: Path,
 ) -> None:
     from onnxruntime.quantization import (
@@ -338,11 +445,12 @@ def quantize(
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         # 7-bit weights: x86 CPUs without VNNI multiply u8 x s8 pairs into
-        # saturating int16, which 8-bit weights can overflow. Same speed with
-        # VNNI; plants-1 0.980 instead of 0.982, but the worst of the 16
-        # calibration variants rose from 0.962-0.975 to 0.976-0.980 across
-        # calibration sets, so it is also the steadier choice.
-        reduce_range=True,
+        # saturating int16, which 8-bit weights can overflow. With the
+        # portable recipe's fp32 bottom, 7 bits cost plants-1 0.003 but made
+        # the worst of the 16 calibration variants steadier (0.976-0.980
+        # against 0.962-0.975 across calibration sets). VNNI multiplies into
+        # int32 and cannot overflow, and the VNNI recipe needs the accuracy.
+        reduce_range=recipe.reduce_range,
         nodes_to_exclude=list(keep_fp32),
         calibrate_method=CalibrationMethod.Percentile,
         calibration_cache_path=str(cache),
@@ -396,7 +504,9 @@ def compare(reference: Path, candidate: Path, photos: Sequence[Path]) -> dict[st
 # --------------------------------------------------------------------------
 
 
-def build(source: Path, target: Path, photos: Sequence[Path], workdir: Path, log: Log) -> None:
+def build(
+    source: Path, target: Path, photos: Sequence[Path], recipe: Recipe, workdir: Path, log: Log
+) -> None:
     """Pre-process, calibrate and quantise `source` into `target`."""
     import onnx
 
@@ -404,7 +514,7 @@ def build(source: Path, target: Path, photos: Sequence[Path], workdir: Path, log
     preprocess(source, preprocessed)
     model = onnx.load(str(preprocessed), load_external_data=False)
     check_graph(model)
-    keep_fp32 = nodes_to_keep_fp32(model)
+    keep_fp32 = nodes_to_keep_fp32(model, recipe)
     producers = tensor_producers(model)
     del model
 
@@ -413,8 +523,8 @@ def build(source: Path, target: Path, photos: Sequence[Path], workdir: Path, log
     ranges = tensor_ranges(calibrator, producers)
     del calibrator  # its session and histograms: ~1 GB
     log(f"{MODEL_NAME}: calibrated ({time.monotonic() - started:.0f} s)")
-    quantize(preprocessed, target, ranges, keep_fp32, workdir)
-    log(f"{MODEL_NAME}: quantised, {len(keep_fp32)} nodes kept in fp32")
+    quantize(preprocessed, target, ranges, keep_fp32, recipe, workdir)
+    log(f"{MODEL_NAME}: quantised ({recipe.name} recipe), {len(keep_fp32)} nodes kept in fp32")
 
 
 def ensure_int8(cache_dir: Path, force: bool = False, log: Log = print) -> Path:
@@ -424,7 +534,8 @@ def ensure_int8(cache_dir: Path, force: bool = False, log: Log = print) -> Path:
     if not source.is_file():
         raise QuantizeError(f"{source} is missing: run `make model` first")
     photos = calibration_photos()
-    payload = stamp_payload(source, photos)
+    recipe = choose_recipe(cpu_flags())
+    payload = stamp_payload(source, photos, recipe)
     if not force and is_prepared(model_dir, payload):
         log(f"{MODEL_NAME}: {TARGET_NAME} already prepared in {model_dir}")
         return target
@@ -435,7 +546,7 @@ def ensure_int8(cache_dir: Path, force: bool = False, log: Log = print) -> Path:
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=model_dir) as tmp:
         workdir = Path(tmp)
         candidate = workdir / TARGET_NAME
-        build(source, candidate, photos, workdir, log)
+        build(source, candidate, photos, recipe, workdir, log)
         scores = compare(source, candidate, photos)
         shown = ", ".join(f"{name} {score:.4f}" for name, score in scores.items())
         log(f"{MODEL_NAME}: soft IoU against {SOURCE_NAME} on the calibration photos: {shown}")
