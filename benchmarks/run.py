@@ -138,7 +138,7 @@ def run(plan: Plan) -> Report:
     env = dict(os.environ)
     provider, model = model_target(env)
     report = Report(command=_command(), date=time.strftime("%Y-%m-%d %H:%M %Z"),
-                    provider=f"{provider} ({model.name})", settings=server_settings(env))
+                    provider=f"{provider} ({model.name})", settings=server_settings(env, provider))
     images = {mp: make_jpeg(plan.photo, mp) for mp in plan.sizes}
     _describe(plan, images, report)
     if plan.limit:

@@ -176,17 +176,20 @@ def stage_means(
     return means
 
 
-def server_settings(env: Mapping[str, str]) -> dict[str, object]:
-    """The settings the Matte server under test reads from `env`, as it reads them."""
+def server_settings(env: Mapping[str, str], provider: str) -> dict[str, object]:
+    """The settings the Matte server under test reads from `env`, as it resolves them."""
     from server.settings import Settings
 
     settings = Settings.from_env(matte_env(env))
+    layout = settings.layout(provider)
     return {
-        "MATTE_WORKERS": settings.workers,
-        "threads per worker": settings.threads_per_worker,
-        "MATTE_BATCH_SIZE": settings.batch_size,
+        "MATTE_WORKERS": layout.workers,
+        "threads per worker": layout.threads,
+        "MATTE_BATCH_SIZE": layout.batch_size,
         "MATTE_BATCH_TIMEOUT_MS": settings.batch_timeout_ms,
-        "MATTE_MAX_PENDING": settings.max_pending,
+        "MATTE_MAX_PENDING": layout.max_pending,
+        "MATTE_MAX_QUEUE": layout.max_queue,
+        "MATTE_QUEUE_TIMEOUT_S": settings.queue_timeout_s,
         "MATTE_PNG_COMPRESS_LEVEL": settings.png_compress_level,
         "MATTE_PRECISION": settings.precision,
         "MATTE_PROVIDER": settings.provider,

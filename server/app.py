@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import matting
+from .admission import Admission
 from .dialects import Dialect
 from .dialects.stability import StabilityDialect
 from .engine import Engine, OnnxEngine, warm_up
@@ -120,10 +121,11 @@ async def _load(services: Services, factory: EngineFactory) -> None:
         warm_s = await asyncio.to_thread(warm_up, loaded)
         # pymatting's numba code loads from its cache here, not on a user's first request.
         await asyncio.to_thread(matting.warm_up)
+        layout = settings.layout(loaded.provider)
         scheduler = Scheduler(
             loaded,
-            workers=settings.workers,
-            batch_size=settings.batch_size,
+            workers=layout.workers,
+            batch_size=layout.batch_size,
             batch_timeout_s=settings.batch_timeout_ms / 1000,
             on_batch=services.metrics.batch_size.observe,
         )
@@ -134,15 +136,22 @@ async def _load(services: Services, factory: EngineFactory) -> None:
         services.readiness.state = "failed"
         log.exception("the model failed to load; model routes will answer 503")
         return
-    services.pipeline = Pipeline(scheduler, settings, services.metrics)
+    admission = Admission(
+        layout.max_pending, layout.max_queue, settings.queue_timeout_s, services.metrics
+    )
+    services.pipeline = Pipeline(scheduler, admission, settings, services.metrics)
     services.readiness = Readiness("ready", loaded.provider, loaded.model_file, round(warm_s, 3))
     services.metrics.model.info({"provider": loaded.provider, "model_file": loaded.model_file})
     log.info(
-        "model ready: provider=%s file=%s workers=%d threads/worker=%d warm-up=%.2fs",
+        "model ready: provider=%s file=%s workers=%d threads/worker=%d batch=%d "
+        "pending=%d queue=%d warm-up=%.2fs",
         loaded.provider,
         loaded.model_file,
-        settings.workers,
-        settings.threads_per_worker,
+        layout.workers,
+        layout.threads,
+        layout.batch_size,
+        layout.max_pending,
+        layout.max_queue,
         warm_s,
     )
 

@@ -60,7 +60,7 @@ class OnnxEngine:
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = settings.threads_per_worker
+        options.intra_op_num_threads = settings.layout(provider).threads
         options.inter_op_num_threads = 1
         # Idle intra-op threads would otherwise spin and steal the cores that
         # decode and encode of the other requests need.

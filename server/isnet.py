@@ -7,6 +7,8 @@ normalised and resized back to the photo's size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image
 
@@ -23,16 +25,35 @@ _FILTER = Image.Resampling.LANCZOS
 _REDUCING_GAP = 3.0
 
 
-def to_tensor(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, 1024, 1024) float32 model input."""
+def to_model_size(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 photo -> (1024, 1024, 3) uint8, as the model sees it.
+
+    Kept as uint8 (3 MB) while it waits for the model; `to_batch` makes the
+    float input (12 MB an image) only for the run itself.
+    """
     image = Image.fromarray(rgb)
     if image.size != (SIDE, SIDE):
         image = image.resize((SIDE, SIDE), _FILTER, reducing_gap=_REDUCING_GAP)
-    pixels = np.asarray(image, dtype=np.float32)
+    return np.asarray(image)
+
+
+def to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """(1024, 1024, 3) uint8 images -> (N, 3, 1024, 1024) float32 model input."""
+    batch = np.empty((len(images), 3, SIDE, SIDE), dtype=np.float32)
+    for i, image in enumerate(images):
+        # Straight into NCHW, one plane at a time: no float copy of the whole
+        # image in HWC first.
+        for channel in range(3):
+            np.copyto(batch[i, channel], image[:, :, channel], casting="unsafe")
     # float32 throughout: float64 normalisation cost 12 ms more for nothing.
-    pixels *= np.float32(1 / 255)
-    pixels -= np.float32(0.5)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    batch *= np.float32(1 / 255)
+    batch -= np.float32(0.5)
+    return batch
+
+
+def to_tensor(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, 1024, 1024) float32 model input for one photo."""
+    return to_batch([to_model_size(rgb)])[0]
 
 
 def to_mask(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -42,6 +42,11 @@ class Metrics:
         self.in_flight = Gauge(
             "matte_images_in_flight", "Images admitted into the pipeline.", registry=self.registry
         )
+        self.waiting = Gauge(
+            "matte_requests_waiting",
+            "Requests admitted but not yet in the pipeline (uploading or queued for a slot).",
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "matte_rejected",
             "Requests refused before the pipeline, by reason.",

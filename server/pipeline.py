@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from . import isnet, matting
+from .admission import Admission, Ticket
 from .errors import Unavailable
 from .imaging import Limits, Picture, decode, encode
 from .metrics import Metrics
 from .options import CutoutOptions
-from .scheduler import Scheduler
+from .scheduler import Scheduler, SchedulerStopped
 from .settings import Settings
 
 
@@ -26,47 +25,39 @@ class Cutout:
 
 
 class Pipeline:
-    def __init__(self, scheduler: Scheduler, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, scheduler: Scheduler, admission: Admission, settings: Settings, metrics: Metrics
+    ) -> None:
         self.scheduler = scheduler
+        self.admission = admission
         self.settings = settings
         self.metrics = metrics
         self.limits = Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
-        self.pending = 0
 
-    async def cutout(self, data: bytes, options: CutoutOptions) -> Cutout:
-        with self._admit():
-            picture, tensor = await run_in_threadpool(self._decode, data)
+    async def cutout(self, ticket: Ticket, data: bytes, options: CutoutOptions) -> Cutout:
+        """Wait for a pipeline slot (first come, first served), then cut the image out."""
+        async with ticket.slot():
+            picture, small = await run_in_threadpool(self._decode, data)
             started = time.perf_counter()
-            prediction = await self.scheduler.predict(tensor)
+            try:
+                prediction = await self.scheduler.predict(small)
+            except SchedulerStopped:
+                raise Unavailable("server: shutting down, please retry shortly") from None
             self.metrics.stage_seconds.labels("predict").observe(time.perf_counter() - started)
-            del tensor
+            del small
             if options.alpha_matting:
                 # Matting costs as much CPU as the model: it takes a model thread.
                 pixels = await self.scheduler.run_bounded(self._matte, picture, prediction, options)
             else:
                 pixels = await run_in_threadpool(self._matte, picture, prediction, options)
+            del picture, prediction
             encoded = await run_in_threadpool(self._encode, pixels, options)
         return Cutout(encoded, f"image/{options.output_format}")
-
-    @contextlib.contextmanager
-    def _admit(self) -> Iterator[None]:
-        # Refuse at once rather than queue without bound: a queued 4 MP image
-        # holds ~60 MB, and its latency only grows while it waits.
-        if self.pending >= self.settings.max_pending:
-            self.metrics.rejected.labels("overloaded").inc()
-            raise Unavailable("server: too many images in progress, please retry shortly")
-        self.pending += 1
-        self.metrics.in_flight.inc()
-        try:
-            yield
-        finally:
-            self.pending -= 1
-            self.metrics.in_flight.dec()
 
     def _decode(self, data: bytes) -> tuple[Picture, np.ndarray]:
         with self.metrics.stage("decode"):
             picture = decode(data, self.limits)
-            return picture, isnet.to_tensor(picture.rgb)
+            return picture, isnet.to_model_size(picture.rgb)
 
     def _matte(
         self, picture: Picture, prediction: np.ndarray, options: CutoutOptions

@@ -18,11 +18,16 @@ from typing import TypeVar
 import numpy as np
 
 from .engine import Engine
+from .isnet import to_batch
 
 log = logging.getLogger("matte.scheduler")
 
 T = TypeVar("T")
 _Job = tuple[np.ndarray, asyncio.Future[np.ndarray]]
+
+
+class SchedulerStopped(RuntimeError):
+    """A prediction was asked of a scheduler that is not running."""
 
 
 class Scheduler:
@@ -54,16 +59,22 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loops = []
+        # Requests still queued (uvicorn's drain timed out) get an error now
+        # instead of waiting forever on a future nobody will complete.
+        while not self._queue.empty():
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(SchedulerStopped("the server is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def predict(self, tensor: np.ndarray) -> np.ndarray:
-        """(3, 1024, 1024) model input -> (1024, 1024) raw prediction."""
+    async def predict(self, image: np.ndarray) -> np.ndarray:
+        """(1024, 1024, 3) uint8 image at the model's size -> (1024, 1024) raw prediction."""
         if not self._loops:
-            raise RuntimeError("scheduler is not started")
+            raise SchedulerStopped("scheduler is not started")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put((tensor, future))
+        await self._queue.put((image, future))
         return await future
 
     async def run_bounded(self, work: Callable[..., T], *args: object) -> T:
@@ -74,18 +85,24 @@ class Scheduler:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            jobs = await self._gather()
-            if not jobs:
-                continue
+            jobs: list[_Job] = []
             try:
-                batch = np.stack([tensor for tensor, _ in jobs])
-                loop = asyncio.get_running_loop()
-                predictions = await loop.run_in_executor(self._executor, self.engine.run, batch)
+                await self._gather(jobs)
+                # A client that went away cancelled its future: spend no model time on it.
+                jobs = [job for job in jobs if not job[1].cancelled()]
+                if not jobs:
+                    continue
+                images = [image for image, _ in jobs]
+                predictions = await loop.run_in_executor(self._executor, self._run, images)
+            except asyncio.CancelledError:
+                # stop(): whatever this loop holds, gathered or at the model, gets an
+                # error now rather than a future nobody will complete.
+                _fail(jobs, SchedulerStopped("the server is shutting down"))
+                raise
             except Exception as exc:  # handed to every waiting request, which renders a 500
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(jobs, exc)
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(jobs))
@@ -93,8 +110,13 @@ class Scheduler:
                 if not future.done():
                     future.set_result(prediction)
 
-    async def _gather(self) -> list[_Job]:
-        jobs = [await self._queue.get()]
+    def _run(self, images: list[np.ndarray]) -> np.ndarray:
+        # The float batch (12 MB an image) exists only for the run, on the worker thread.
+        return self.engine.run(to_batch(images))
+
+    async def _gather(self, jobs: list[_Job]) -> None:
+        """Fill `jobs` (the caller's, so a cancellation cannot lose them) with one batch."""
+        jobs.append(await self._queue.get())
         if self.batch_size > 1:
             deadline = asyncio.get_running_loop().time() + self.batch_timeout_s
             while len(jobs) < self.batch_size:
@@ -106,5 +128,9 @@ class Scheduler:
                         jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
-        # A client that went away cancelled its future: spend no model time on it.
-        return [job for job in jobs if not job[1].cancelled()]
+
+
+def _fail(jobs: list[_Job], error: BaseException) -> None:
+    for _, future in jobs:
+        if not future.done():
+            future.set_exception(error)

@@ -19,6 +19,17 @@ MODEL_NAME = "isnet-general-use"
 MIB = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Concurrency resolved for one provider (see `Settings.layout`)."""
+
+    workers: int
+    threads: int
+    batch_size: int
+    max_pending: int
+    max_queue: int
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value Matte cannot use."""
 
@@ -35,17 +46,14 @@ class Settings:
     provider: Provider = "auto"
     precision: Precision = "full"
 
-    # Concurrency: `workers` model runs at once, each with `intra_op_threads`
-    # threads. Their product should not exceed the cores: oversubscribing was
-    # measured 20% slower.
-    workers: int = 1
-    intra_op_threads: int = 0  # 0: cores // workers
-    batch_size: int = 1
-    batch_timeout_ms: float = 2.0
-    # Images admitted into the pipeline at once; more get 503 at once, so a
-    # burst cannot pile up memory and latency. Measured at 4 MP, concurrency 16
-    # on 2 cores: 4 -> 0.98 images/s, 1,617 MiB peak; 8 -> 0.88 images/s, 1,927 MiB.
-    max_pending: int = 4
+    # Concurrency. 0 means "pick for the provider" (see `layout`).
+    workers: int = 0  # model runs at once
+    intra_op_threads: int = 0  # threads per run; 0: cores // workers
+    batch_size: int = 0  # images per model run, at most
+    batch_timeout_ms: float = 2.0  # how long a run waits to fill its batch
+    max_pending: int = 0  # images in the pipeline at once (the memory bound)
+    max_queue: int = 0  # requests waiting for the pipeline; more get 503 at once
+    queue_timeout_s: float = 30.0  # longest wait for the pipeline, then 503
 
     # Request limits.
     max_body_bytes: int = 10 * MIB
@@ -77,11 +85,26 @@ class Settings:
     def cores(self) -> int:
         return os.cpu_count() or 1
 
-    @property
-    def threads_per_worker(self) -> int:
-        if self.intra_op_threads > 0:
-            return self.intra_op_threads
-        return max(1, self.cores // max(1, self.workers))
+    def layout(self, provider: str) -> Layout:
+        """The concurrency to run with on `provider`, explicit settings first."""
+        if provider == "cuda":
+            # One stream of batches keeps a GPU busy; a second batch gathers while
+            # the first runs.
+            workers = self.workers or 1
+            batch_size = self.batch_size or 8
+        else:
+            # CPU: two runs of cores/2 threads each beat one run of all cores
+            # (2 cores: 1.13 against 1.04 images/s, one shared session, as
+            # benchmarks/model_limit.py measures) and share one session's
+            # weights. Batching gains nothing on a CPU.
+            workers = self.workers or min(2, self.cores)
+            batch_size = self.batch_size or 1
+        threads = self.intra_op_threads or max(1, self.cores // workers)
+        # One batch running and one ready per worker: enough to keep the model
+        # busy; every image past that only adds memory and latency.
+        max_pending = self.max_pending or 2 * workers * batch_size
+        max_queue = self.max_queue or 4 * max_pending
+        return Layout(workers, threads, batch_size, max_pending, max_queue)
 
     @property
     def model_dir(self) -> Path:
@@ -122,13 +145,17 @@ class Settings:
             model_path=Path(model_path).expanduser() if model_path else None,
             provider=reader.choice("MATTE_PROVIDER", defaults.provider, ("auto", "cuda", "cpu")),
             precision=reader.choice("MATTE_PRECISION", defaults.precision, ("full", "int8")),
-            workers=reader.integer("MATTE_WORKERS", defaults.workers, 1, 256),
+            workers=reader.integer("MATTE_WORKERS", defaults.workers, 0, 256),
             intra_op_threads=reader.integer("MATTE_INTRA_OP_THREADS", 0, 0, 1024),
-            batch_size=reader.integer("MATTE_BATCH_SIZE", defaults.batch_size, 1, 256),
+            batch_size=reader.integer("MATTE_BATCH_SIZE", defaults.batch_size, 0, 256),
             batch_timeout_ms=reader.number(
                 "MATTE_BATCH_TIMEOUT_MS", defaults.batch_timeout_ms, 0, 10_000
             ),
-            max_pending=reader.integer("MATTE_MAX_PENDING", defaults.max_pending, 1, 100_000),
+            max_pending=reader.integer("MATTE_MAX_PENDING", defaults.max_pending, 0, 100_000),
+            max_queue=reader.integer("MATTE_MAX_QUEUE", defaults.max_queue, 0, 100_000),
+            queue_timeout_s=reader.number(
+                "MATTE_QUEUE_TIMEOUT_S", defaults.queue_timeout_s, 0, 86_400
+            ),
             max_body_bytes=reader.integer(
                 "MATTE_MAX_BODY_BYTES", defaults.max_body_bytes, 1, 2**40
             ),

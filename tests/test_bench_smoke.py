@@ -30,10 +30,20 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MATTE_")}
     if "MATTE_CACHE_DIR" in os.environ:
         env["MATTE_CACHE_DIR"] = os.environ["MATTE_CACHE_DIR"]
-    command = [sys.executable, "benchmarks/run.py", "--quick", "--requests", "2",
-               "--out", str(out / "RESULTS.md"), "--logs", str(out / "logs")]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    command = [
+        sys.executable,
+        "benchmarks/run.py",
+        "--quick",
+        "--requests",
+        "2",
+        "--out",
+        str(out / "RESULTS.md"),
+        "--logs",
+        str(out / "logs"),
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return (out / "RESULTS.md").read_text()
 
@@ -55,8 +65,10 @@ def test_the_model_limit_has_a_positive_rate(results: str) -> None:
 
 def test_each_concurrency_has_a_row_with_successes(results: str) -> None:
     rows = table_rows(results, "End to end")
-    assert [(row[0], row[1], row[2]) for row in rows] == [("1 MP", "1", "matte"),
-                                                           ("1 MP", "2", "matte")]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("1 MP", "1", "matte"),
+        ("1 MP", "2", "matte"),
+    ]
     for row in rows:
         requests, ok, failed = int(row[3]), int(row[4]), int(row[5])
         assert requests == ok == 2 and failed == 0

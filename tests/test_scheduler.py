@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from server.scheduler import Scheduler
+from server.scheduler import Scheduler, SchedulerStopped
 from tests.fakes import BrightnessEngine
 
 
@@ -34,8 +34,9 @@ class SlowEngine(BrightnessEngine):
         return super().run(batch)
 
 
-def tensor(value: float) -> np.ndarray:
-    return np.full((3, 1024, 1024), value, dtype=np.float32)
+def image(value: int) -> np.ndarray:
+    """A flat image at the model's size: the fake calls it foreground above mid-grey."""
+    return np.full((1024, 1024, 3), value, dtype=np.uint8)
 
 
 def run(engine: BrightnessEngine, count: int, **options: object) -> list[np.ndarray]:
@@ -43,8 +44,8 @@ def run(engine: BrightnessEngine, count: int, **options: object) -> list[np.ndar
         scheduler = Scheduler(engine, **options)  # type: ignore[arg-type]
         await scheduler.start()
         try:
-            values = [0.4 if i % 2 else -0.4 for i in range(count)]
-            return await asyncio.gather(*(scheduler.predict(tensor(v)) for v in values))
+            values = [230 if i % 2 else 25 for i in range(count)]
+            return await asyncio.gather(*(scheduler.predict(image(v)) for v in values))
         finally:
             await scheduler.stop()
 
@@ -105,9 +106,9 @@ def test_other_work_shares_the_model_threads() -> None:
 
         try:
             results = await asyncio.gather(
-                scheduler.predict(tensor(0.1)),
+                scheduler.predict(image(150)),
                 scheduler.run_bounded(matte),
-                scheduler.predict(tensor(0.1)),
+                scheduler.predict(image(150)),
                 scheduler.run_bounded(matte),
             )
         finally:
@@ -117,3 +118,31 @@ def test_other_work_shares_the_model_threads() -> None:
     threads, overlapping = asyncio.run(main())
     assert threads == engine.threads  # the same single worker thread
     assert overlapping == 0  # never while a model run was in progress
+
+
+def test_stop_fails_requests_still_queued() -> None:
+    engine = SlowEngine(0.2)
+
+    async def main() -> list[object]:
+        scheduler = Scheduler(engine, workers=1)
+        await scheduler.start()
+        running = asyncio.ensure_future(scheduler.predict(image(230)))
+        queued = asyncio.ensure_future(scheduler.predict(image(230)))
+        await asyncio.sleep(0.05)  # the first is at the model, the second waits
+        await scheduler.stop()
+        return await asyncio.gather(running, queued, return_exceptions=True)
+
+    at_model, queued = asyncio.run(main())
+    # Neither waits forever: the one at the model and the one still queued both get
+    # an error the pipeline turns into 503.
+    assert isinstance(at_model, SchedulerStopped)
+    assert isinstance(queued, SchedulerStopped)
+    assert engine.batches == [1]  # the queued image never reached the model
+
+
+def test_predict_on_a_stopped_scheduler_is_refused() -> None:
+    async def main() -> None:
+        await Scheduler(BrightnessEngine()).predict(image(0))
+
+    with pytest.raises(SchedulerStopped):
+        asyncio.run(main())

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError
+from server.settings import Layout, Settings, SettingsError
 
 
 def test_defaults_need_no_environment() -> None:
@@ -32,6 +32,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MATTE_BATCH_SIZE": "8",
         "MATTE_BATCH_TIMEOUT_MS": "5",
         "MATTE_MAX_PENDING": "3",
+        "MATTE_MAX_QUEUE": "7",
+        "MATTE_QUEUE_TIMEOUT_S": "2.5",
         "MATTE_MAX_BODY_BYTES": "1000",
         "MATTE_API_KEYS": "sk-a, sk-b",
         "MATTE_API_KEYS_FILE": str(keys),
@@ -47,8 +49,12 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.host == "0.0.0.0" and settings.port == 9000 and settings.log_level == "debug"
     assert settings.model_file("cpu") == tmp_path / "m.onnx"
     assert settings.provider == "cpu" and settings.precision == "int8"
-    assert (settings.workers, settings.threads_per_worker, settings.batch_size) == (2, 1, 8)
-    assert settings.batch_timeout_ms == 5 and settings.max_pending == 3
+    # Explicit settings win over the provider's defaults.
+    for provider in ("cpu", "cuda"):
+        assert settings.layout(provider) == Layout(
+            workers=2, threads=1, batch_size=8, max_pending=3, max_queue=7
+        )
+    assert settings.batch_timeout_ms == 5 and settings.queue_timeout_s == 2.5
     assert settings.max_body_bytes == 1000
     assert settings.api_keys == {"sk-a", "sk-b", "sk-file-1", "sk-file-2"}
     assert (
@@ -72,7 +78,7 @@ def test_int8_precision_picks_the_quantised_cpu_file() -> None:
     [
         ("MATTE_PORT", "http", "MATTE_PORT: expected an integer"),
         ("MATTE_PORT", "70000", "MATTE_PORT: must be between 1 and 65535"),
-        ("MATTE_WORKERS", "0", "MATTE_WORKERS: must be between 1 and 256"),
+        ("MATTE_WORKERS", "-1", "MATTE_WORKERS: must be between 0 and 256"),
         ("MATTE_PROVIDER", "tpu", "MATTE_PROVIDER: must be one of auto, cuda, cpu"),
         ("MATTE_RATE_LIMIT_WINDOW_S", "soon", "MATTE_RATE_LIMIT_WINDOW_S: expected a number"),
         ("MATTE_API_KEYS_FILE", "/nonexistent/keys", "MATTE_API_KEYS_FILE: cannot read"),
@@ -85,5 +91,23 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
 
 def test_threads_default_to_the_cores_split_across_workers() -> None:
     settings = Settings(workers=1)
-    assert settings.threads_per_worker == settings.cores
-    assert Settings(workers=settings.cores * 2).threads_per_worker == 1
+    assert settings.layout("cpu").threads == settings.cores
+    assert Settings(workers=settings.cores * 2).layout("cpu").threads == 1
+
+
+@pytest.mark.parametrize(
+    ("cores", "provider", "expected"),
+    [
+        # CPU: two runs of half the cores, no batching, two images per worker.
+        (2, "cpu", Layout(workers=2, threads=1, batch_size=1, max_pending=4, max_queue=16)),
+        (16, "cpu", Layout(workers=2, threads=8, batch_size=1, max_pending=4, max_queue=16)),
+        (1, "cpu", Layout(workers=1, threads=1, batch_size=1, max_pending=2, max_queue=8)),
+        # GPU: one stream of batches of 8, one batch running and one gathering.
+        (16, "cuda", Layout(workers=1, threads=16, batch_size=8, max_pending=16, max_queue=64)),
+    ],
+)
+def test_layout_defaults_per_provider(
+    monkeypatch: pytest.MonkeyPatch, cores: int, provider: str, expected: Layout
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert Settings().layout(provider) == expected

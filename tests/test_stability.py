@@ -366,22 +366,24 @@ def test_rate_limit_window_slides(client: TestClient, clock: ManualClock) -> Non
 
 
 def test_overload_is_503_with_retry_after(tmp_path: Path, engine: BrightnessEngine) -> None:
-    app = create_app(
-        Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1), engine=engine
-    )
+    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1, max_queue=1)
+    app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         wait_ready(client)
-        app.state.services.pipeline.pending = 1  # one image already in progress
-        response = post(client, jpeg())
-        app.state.services.pipeline.pending = 0
+        admission = app.state.services.pipeline.admission
+        with admission.ticket(), admission.ticket():  # one in the pipeline, one in line
+            response = post(client, jpeg())
         assert_error(
             response,
             503,
             "service_unavailable",
-            "server: too many images in progress, please retry shortly",
+            "server: too many requests in progress, please retry shortly",
         )
         assert response.headers["retry-after"] == "1"
         assert post(client, jpeg()).status_code == 200
+        text = client.get("/metrics").text
+        assert 'matte_rejected_total{reason="overloaded"} 1.0' in text
+        assert "matte_requests_waiting 0.0" in text
 
 
 # --- other routes ------------------------------------------------------------------------

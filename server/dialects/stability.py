@@ -43,13 +43,17 @@ class StabilityDialect:
         services = services_of(request)
         pipeline = services.admit(request, bearer_key(request.headers.get("authorization")))
         reply = reply_kind(request.headers.get("accept"))
-        form = await read_form(request)
-        image = form.get("image")
-        if image is None or not image.data:
-            raise BadRequest("image: is required")
-        # Unknown fields (`mode`, `prompt`, `api_key_override`, ...) are ignored, as Stability does.
-        options = CutoutOptions().with_fields(form.text)
-        cutout = await pipeline.cutout(bytes(image.data), options)
+        # The ticket comes before the body: when the server is full, the
+        # upload is refused unread.
+        with pipeline.admission.ticket() as ticket:
+            form = await read_form(request)
+            image = form.get("image")
+            if image is None or not image.data:
+                raise BadRequest("image: is required")
+            # Unknown fields (`mode`, `prompt`, `api_key_override`, ...) are
+            # ignored, as Stability does.
+            options = CutoutOptions().with_fields(form.text)
+            cutout = await pipeline.cutout(ticket, bytes(image.data), options)
         if reply == "json":
             return JSONResponse(
                 {

@@ -1,0 +1,172 @@
+"""Admission: the bounded line in front of the pipeline, first come first served."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from server.admission import Admission
+from server.app import create_app
+from server.errors import Unavailable
+from server.metrics import Metrics
+from server.settings import Settings
+from tests.conftest import KEY, PATH, wait_ready
+from tests.fakes import BrightnessEngine
+
+
+def gauge(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    assert value is not None
+    return value
+
+
+def rejected(metrics: Metrics, reason: str) -> float:
+    return metrics.registry.get_sample_value("matte_rejected_total", {"reason": reason}) or 0.0
+
+
+async def hold(admission: Admission, order: list[str], name: str, until: asyncio.Event) -> None:
+    """One request: take a ticket, wait for a slot, note when it got in, hold it."""
+    with admission.ticket() as ticket:
+        async with ticket.slot():
+            order.append(name)
+            await until.wait()
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(main())  # type: ignore[arg-type]
+
+
+def test_beyond_the_slots_and_the_line_is_refused_at_once() -> None:
+    metrics = Metrics()
+    admission = Admission(slots=1, line=2, max_wait_s=10, metrics=metrics)
+    with admission.ticket(), admission.ticket(), admission.ticket():
+        with pytest.raises(Unavailable) as refused, admission.ticket():
+            pass  # pragma: no cover - never entered
+        assert refused.value.status == 503
+        assert refused.value.headers == {"retry-after": "1"}
+        assert gauge(metrics, "matte_requests_waiting") == 3
+    assert rejected(metrics, "overloaded") == 1
+    assert gauge(metrics, "matte_requests_waiting") == 0
+    with admission.ticket():  # room again once they left
+        pass
+
+
+def test_a_freed_slot_goes_to_the_oldest_waiter() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=1, line=5, max_wait_s=10, metrics=metrics)
+        order: list[str] = []
+        gates = {name: asyncio.Event() for name in "abcd"}
+        tasks = []
+        for name in "abcd":
+            tasks.append(asyncio.create_task(hold(admission, order, name, gates[name])))
+            await asyncio.sleep(0)  # arrive in this order
+        await asyncio.sleep(0.01)
+        assert order == ["a"]
+        assert gauge(metrics, "matte_images_in_flight") == 1
+        assert gauge(metrics, "matte_requests_waiting") == 3
+        # A newcomer that arrives as a slot frees queues behind the others.
+        late = asyncio.create_task(hold(admission, order, "e", asyncio.Event()))
+        await asyncio.sleep(0)
+        for name in "abcd":
+            gates[name].set()
+            await asyncio.sleep(0.01)
+        assert order == ["a", "b", "c", "d", "e"]
+        late.cancel()
+        await asyncio.gather(*tasks, late, return_exceptions=True)
+        assert admission.busy_slots == 0
+        assert gauge(metrics, "matte_images_in_flight") == 0
+        assert gauge(metrics, "matte_requests_waiting") == 0
+
+    run(main)
+
+
+def test_a_wait_past_the_limit_is_503() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=1, line=1, max_wait_s=0.05, metrics=metrics)
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(admission, [], "a", release))
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with (
+            pytest.raises(Unavailable, match=r"no capacity within 0\.05 seconds"),
+            admission.ticket() as ticket,
+        ):
+            async with ticket.slot():
+                pass  # pragma: no cover - never entered
+        assert 0.04 <= loop.time() - started < 1
+        assert rejected(metrics, "queue_timeout") == 1
+        release.set()
+        await holder
+        assert admission.busy_slots == 0
+
+    run(main)
+
+
+def test_a_waiter_that_goes_away_loses_no_slot() -> None:
+    async def main() -> None:
+        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=Metrics())
+        order: list[str] = []
+        release_a, release_c = asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(hold(admission, order, "a", release_a))
+        await asyncio.sleep(0)
+        b = asyncio.create_task(hold(admission, order, "b", asyncio.Event()))
+        c = asyncio.create_task(hold(admission, order, "c", release_c))
+        await asyncio.sleep(0.01)
+        b.cancel()  # the client of b disconnected while in line
+        await asyncio.sleep(0)
+        release_a.set()
+        await asyncio.sleep(0.01)
+        assert order == ["a", "c"]
+        release_c.set()
+        await asyncio.gather(a, b, c, return_exceptions=True)
+        assert admission.busy_slots == 0
+
+    run(main)
+
+
+def test_a_full_server_refuses_before_reading_the_upload(tmp_path: Path) -> None:
+    """The 503 comes from the headers alone: the body is never pulled from the client."""
+    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1, max_queue=1)
+    app = create_app(settings, engine=BrightnessEngine())
+    reads: list[int] = []
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        reads.append(1)
+        return {"type": "http.request", "body": b"--b\r\n", "more_body": True}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", b"5000000"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    with TestClient(app) as client:
+        wait_ready(client)
+        admission = app.state.services.pipeline.admission
+        with admission.ticket(), admission.ticket():  # the slot and the line are taken
+            asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 503
+    assert reads == []
