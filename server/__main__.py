@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
+    from .allocator import keep_big_blocks_on_mmap
     from .app import create_app
+
+    # First, before the model and the first photos are allocated.
+    keep_big_blocks_on_mmap()
 
     logging.basicConfig(
         level=settings.log_level.upper(),
