@@ -35,10 +35,18 @@ class ModelMissing(RuntimeError):
 
 
 class OnnxEngine:
-    def __init__(self, session: object, provider: ProviderName, model_file: Path) -> None:
+    def __init__(
+        self,
+        session: object,
+        provider: ProviderName,
+        model_file: Path,
+        bind_to: str | None = None,
+    ) -> None:
         self._session = session
         self.provider: str = provider
         self.model_file: str = str(model_file)
+        # Device for IO binding ("cuda", or "cpu" in tests); None runs plainly.
+        self._bind_to = bind_to
         first_input = session.get_inputs()[0]  # type: ignore[attr-defined]
         self._input_name: str = first_input.name
         self._output_name: str = session.get_outputs()[0].name  # type: ignore[attr-defined]
@@ -82,7 +90,9 @@ class OnnxEngine:
         if provider == "cuda" and active != "CUDAExecutionProvider":
             log.warning("CUDA execution provider failed to start; running on the CPU")
             provider = "cpu"
-        return cls(session, provider, model_file)
+        # On a GPU the output stays in device memory until one copy back, and
+        # the input goes up in one copy from the array, through IO binding.
+        return cls(session, provider, model_file, bind_to="cuda" if provider == "cuda" else None)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] <= self.max_batch:
@@ -93,8 +103,21 @@ class OnnxEngine:
         return np.concatenate(parts)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        output = self._session.run([self._output_name], {self._input_name: batch})[0]  # type: ignore[attr-defined]
+        if self._bind_to is None:
+            output = self._session.run([self._output_name], {self._input_name: batch})[0]  # type: ignore[attr-defined]
+        else:
+            output = self._run_bound(batch, self._bind_to)
         return output.reshape(batch.shape[0], SIDE, SIDE)
+
+    def _run_bound(self, batch: np.ndarray, device: str) -> np.ndarray:
+        binding = self._session.io_binding()  # type: ignore[attr-defined]
+        binding.bind_cpu_input(self._input_name, np.ascontiguousarray(batch))
+        # Only the first output is bound: the prepared graphs have no other,
+        # and a file with side outputs (rembg's) computes none it need not.
+        binding.bind_output(self._output_name, device)
+        self._session.run_with_iobinding(binding)  # type: ignore[attr-defined]
+        output: np.ndarray = binding.copy_outputs_to_cpu()[0]
+        return output
 
 
 def warm_up(engine: Engine) -> float:
