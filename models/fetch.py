@@ -645,15 +645,23 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     return Path.home() / ".cache" / "matte"
 
 
-def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cache_parser(
+    description: str, force_help: str, environ: Mapping[str, str]
+) -> argparse.ArgumentParser:
+    """The arguments every model script takes: where the cache is, and --force."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--cache-dir",
         type=Path,
         default=default_cache_dir(environ),
         help="where prepared models live (default: $MATTE_CACHE_DIR or ~/.cache/matte)",
     )
-    parser.add_argument("--force", action="store_true", help="redo download and preparation")
+    parser.add_argument("--force", action="store_true", help=force_help)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+    parser = cache_parser(__doc__.splitlines()[0], "redo download and preparation", environ)
     parser.add_argument("--manifest", type=Path, default=MANIFEST_PATH, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Run as a script, models/ is on sys.path: the cache-dir default is fetch.py's own.
-from fetch import default_cache_dir
+from fetch import cache_parser
 
 if TYPE_CHECKING:
     import numpy as np
@@ -560,15 +560,8 @@ def ensure_int8(cache_dir: Path, force: bool = False, log: Log = print) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=default_cache_dir(environ),
-        help="where prepared models live (default: $MATTE_CACHE_DIR or ~/.cache/matte)",
-    )
-    parser.add_argument("--force", action="store_true", help="quantise again even if stamped")
-    return parser.parse_args(argv)
+    description = __doc__.splitlines()[0]
+    return cache_parser(description, "quantise again even if stamped", environ).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
