@@ -19,8 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from int8_mode import FIXTURES, Int8Result, fixture_ious, int8_file, int8_settings
 from load import Endpoint, read_status_kib, run_load
 from model_limit import Layout, LimitResult, cases, measure
+from overload import probe
 from PIL import Image
 from plan import Plan, parse_args
 from rembg_server import ensure_venv, install_weights, rembg_endpoint, rembg_spec, versions
@@ -30,6 +32,7 @@ from servers import (
     Spec,
     free_port,
     matte_endpoint,
+    matte_settings,
     matte_spec,
     server_settings,
     stage_means,
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 SIDES = {1: 1000, 4: 2048}  # 4 MP is 2048x2048: exactly Matte's default max_pixels
+# The overload burst goes this far past the server's slots and line (--quick: less,
+# as every admitted request still costs a model run).
+OVERLOAD_EXTRA = 16
+OVERLOAD_EXTRA_QUICK = 2
 
 
 def make_jpeg(photo: Path, megapixels: int) -> bytes:
@@ -74,20 +81,57 @@ def model_target(env: dict[str, str]) -> tuple[str, Path]:
 def measure_limits(plan: Plan, env: dict[str, str]) -> list[LimitResult]:
     from server.settings import Settings
 
-    settings = Settings.from_env(env)
+    return _sweep(plan, Settings.from_env(env), cases(os.cpu_count() or 1, [1, 2], plan.quick))
+
+
+def _sweep(plan: Plan, settings: Settings, todo: list[tuple[Layout, int]]) -> list[LimitResult]:
     results = []
     runs = 1 if plan.quick else 3
-    for layout, batch in cases(os.cpu_count() or 1, [1, 2], plan.quick):
+    for layout, batch in todo:
         once = partial(_limit_once, plan, settings, layout, batch, runs)
         results.append(plan.quiet.measure(once, lambda r: r.other_cores, log))
     return results
+
+
+def measure_int8(plan: Plan, env: dict[str, str], provider: str,
+                 limits: list[LimitResult], report: Report) -> Int8Result | None:
+    """int8 at fp32's batch-1 layouts, and its masks against fp32's; None (and a note) if not."""
+    from server.settings import Settings
+
+    settings = Settings.from_env(env)
+    skip = _int8_skip(settings, provider, limits)
+    if skip:
+        report.notes.append(f"INT8 fast mode: not measured, {skip}.")
+        return None
+    # The same layouts as fp32's rows (one in --quick), so each has its fp32 figure.
+    layouts = [(r.layout, 1) for r in limits if r.batch == 1]
+    result = Int8Result(limits=_sweep(plan, int8_settings(settings), layouts))
+    photos = sorted(FIXTURES.glob("*.jpg"))
+    result.ious = fixture_ious(settings, photos)
+    log("int8 soft IoU vs fp32: " + ", ".join(f"{k} {v:.4f}" for k, v in result.ious.items()))
+    return result
+
+
+def _int8_skip(settings: Settings, provider: str, limits: list[LimitResult]) -> str:
+    """Why the int8 section cannot be measured in this run; empty when it can."""
+    model = int8_file(settings)
+    if settings.model_path is not None or settings.precision == "int8":
+        return "MATTE_MODEL_PATH or MATTE_PRECISION=int8 is set: the model limit is not fp32's"
+    if provider != "cpu":
+        return "the provider is not the CPU (the int8 model is for the CPU only)"
+    if not model.is_file():
+        return f"{model} is missing (`make model-int8` builds it)"
+    if not limits:
+        return "it needs the fp32 model limit to compare with (--no-limit)"
+    return ""
 
 
 def _limit_once(plan: Plan, settings: Settings, layout: Layout, batch: int,
                 runs: int) -> LimitResult:
     result = measure(settings, plan.photo, layout, batch, warmup=1 if plan.quick else 2,
                      runs=runs)
-    log(f"model limit {layout.label} batch={batch}: {result.images_per_s:.3f} images/s "
+    precision = " int8" if settings.precision == "int8" else ""
+    log(f"model limit{precision} {layout.label} batch={batch}: {result.images_per_s:.3f} images/s "
         f"({result.seconds_per_run:.2f} s/run, {result.cpu_per_image:.2f} CPU s/image, "
         f"others {result.other_cores:.2f} cores)")
     return result
@@ -144,6 +188,8 @@ def run(plan: Plan) -> Report:
     if plan.limit:
         report.limits = measure_limits(plan, env)
         _write(plan, report)
+    report.int8 = measure_int8(plan, env, provider, report.limits, report)
+    _write(plan, report)
     rembg = _prepare_rembg(plan, model, report) if plan.rembg else None
     # Interleaved, one server at a time, so noise from elsewhere hits both alike;
     # without rembg one Matte server serves every concurrency.
@@ -153,6 +199,8 @@ def run(plan: Plan) -> Report:
         with serve(spec, plan) as server:
             report.provider = f"{server.ready_body.get('provider', provider)} ({model.name})"
             load_runs(server, partial(matte_endpoint, spec), plan, images, concurrencies, report)
+            if max(plan.concurrency) in concurrencies:  # once, after the heaviest runs
+                _overload(plan, env, provider, server, images, report)
             _note_hwm(report, server)
         if rembg is not None:
             spec = rembg_spec(rembg, free_port(), _bench_dir() / "u2net", env)
@@ -164,6 +212,27 @@ def run(plan: Plan) -> Report:
     if plan.soak:
         report.soak = _soak(plan, env, images, report)
     return report
+
+
+def _overload(plan: Plan, env: dict[str, str], provider: str, server: Server,
+              images: dict[int, bytes], report: Report) -> None:
+    """One burst past the server's slots and line at the largest size, each request tried once."""
+    if not server.alive:
+        report.notes.append("Overload probe: not run, the server was killed before it")
+        return
+    layout = matte_settings(env).layout(provider)
+    extra = OVERLOAD_EXTRA_QUICK if plan.quick else OVERLOAD_EXTRA
+    burst = layout.max_pending + layout.max_queue + extra
+    megapixels = max(plan.sizes)
+    if plan.quiet.max_wait_s > 0:  # the refusals' latency is the point: no neighbours' burst
+        plan.quiet.wait()
+    log(f"overload: a burst of {burst} requests of {megapixels} MP, one attempt each")
+    endpoint = matte_endpoint(server.spec, images[megapixels])
+    result = probe(endpoint, burst, megapixels, layout.max_pending, layout.max_queue)
+    report.overload = result
+    log(f"overload: {result.ok} x 200, {len(result.refused)} x 503 (well formed: "
+        f"{result.all_well_formed}), 503 p50 {result.refused_latency(50):.3f}s "
+        f"max {result.refused_latency(100):.3f}s, {result.other} other")
 
 
 def _describe(plan: Plan, images: dict[int, bytes], report: Report) -> None:

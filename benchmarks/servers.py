@@ -14,10 +14,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 from load import Endpoint, multipart_endpoint
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MATTE_PATH = "/v2beta/stable-image/edit/remove-background"
@@ -176,11 +179,16 @@ def stage_means(
     return means
 
 
-def server_settings(env: Mapping[str, str], provider: str) -> dict[str, object]:
-    """The settings the Matte server under test reads from `env`, as it resolves them."""
+def matte_settings(env: Mapping[str, str]) -> Settings:
+    """The settings the Matte server under test reads from `env`."""
     from server.settings import Settings
 
-    settings = Settings.from_env(matte_env(env))
+    return Settings.from_env(matte_env(env))
+
+
+def server_settings(env: Mapping[str, str], provider: str) -> dict[str, object]:
+    """The settings the Matte server under test reads from `env`, as it resolves them."""
+    settings = matte_settings(env)
     layout = settings.layout(provider)
     return {
         "MATTE_WORKERS": layout.workers,

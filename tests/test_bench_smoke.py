@@ -6,6 +6,7 @@ separate process that starts a real uvicorn server on the prepared model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -86,3 +87,40 @@ def test_ratios_and_stages_are_filled_in(results: str) -> None:
     assert len(stages) == 2
     for row in stages:
         assert all(float(cell) > 0 for cell in row[2:])
+
+
+def int8_model_present() -> bool:
+    from server.settings import Settings
+
+    cache = {k: v for k, v in os.environ.items() if k == "MATTE_CACHE_DIR"}
+    settings = dataclasses.replace(Settings.from_env(cache), precision="int8")
+    return settings.model_file("cpu").is_file()
+
+
+def test_int8_section_compares_with_fp32_or_says_why_not(results: str) -> None:
+    if "- Provider: cpu" not in results or not int8_model_present():
+        assert "- INT8 fast mode: not measured, " in results
+        assert "## INT8 fast mode" not in results
+        return
+    speed = table_rows(results, "INT8 fast mode")
+    # One layout in --quick (fp32's), then the four fixtures' IoU rows of the second table.
+    layout, int8_rate, fp32_rate, speedup = speed[0][:4]
+    assert layout == table_rows(results, "Model limit")[0][0]
+    assert float(int8_rate) > 0 and float(fp32_rate) > 0 and speedup.endswith("x")
+    ious = {row[0]: float(row[1]) for row in speed[3:]}
+    assert sorted(ious) == ["anime-girl-1", "car-1", "cloth-1", "plants-1"]
+    assert all(0.9 < iou <= 1.0 for iou in ious.values())
+    targets = {row[0]: row for row in table_rows(results, "Targets")}
+    assert any(name.startswith("INT8: about 3x faster") for name in targets)
+    assert targets["INT8: soft IoU >= 0.97 on each fixture"][3] in ("yes", "no")
+
+
+def test_overload_burst_is_refused_at_once_with_retry_after(results: str) -> None:
+    rows = table_rows(results, "Overload")
+    assert len(rows) == 1
+    requests, ok, refused, other, expected, well_formed, _p50, latest = rows[0]
+    assert int(expected) == 2  # --quick: slots + line + 2
+    assert int(ok) + int(refused) == int(requests) and int(other) == 0
+    assert int(refused) >= 1 and well_formed == "yes" and float(latest) < 1.0
+    target = [row for row in table_rows(results, "Targets") if row[0].startswith("overload:")]
+    assert len(target) == 1 and target[0][3] == "yes"
