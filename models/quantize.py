@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Run as a script, models/ is on sys.path: the cache-dir default is fetch.py's own.
-from fetch import cache_parser
+from fetch import cache_parser, write_atomic
 
 if TYPE_CHECKING:
     import numpy as np
@@ -209,16 +209,6 @@ def is_prepared(model_dir: Path, payload: Mapping[str, Any]) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     return stamp == payload and (model_dir / TARGET_NAME).is_file()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    # A crash mid-write must never leave a truncated file under the final name.
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------
