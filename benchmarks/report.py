@@ -169,13 +169,16 @@ def _overload_table(probe: OverloadResult) -> str:
         "",
         f"MATTE_MAX_PENDING={probe.max_pending} images in the pipeline plus "
         f"MATTE_MAX_QUEUE={probe.max_queue} in line; the "
-        f"{probe.expected_refused} beyond both should be refused at once. `well formed`: every "
-        "503 had a Retry-After and the error body `{id, name: service_unavailable, errors}`.",
+        f"{probe.expected_refused} beyond both should be refused at once (< {AT_ONCE_S:g} s). "
+        "`late 503`: admitted to the line, then refused after MATTE_QUEUE_TIMEOUT_S. "
+        "`well formed`: every 503 had a Retry-After and the error body "
+        "`{id, name: service_unavailable, errors}`. Latencies are of the at-once 503s.",
         "",
-        "| requests | 200 | 503 | other | 503s expected | well formed | 503 p50 s | 503 max s |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
-        f"| {probe.burst} | {probe.ok} | {len(probe.refused)} | {probe.other} "
-        f"| {probe.expected_refused} | {yes_no if probe.refused else 'n/a'} "
+        "| requests | 200 | 503 at once | late 503 | other | 503s expected | well formed "
+        "| 503 p50 s | 503 max s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        f"| {probe.burst} | {probe.ok} | {len(probe.refused_at_once)} | {probe.timed_out} "
+        f"| {probe.other} | {probe.expected_refused} | {yes_no if probe.refused else 'n/a'} "
         f"| {probe.refused_latency(50):.3f} | {probe.refused_latency(100):.3f} |",
     ])
 
@@ -372,8 +375,9 @@ def _int8_targets(int8: Int8Result, limits: list[LimitResult]) -> list[str]:
 
 
 def _overload_target(probe: OverloadResult) -> str:
-    shown = (f"{len(probe.refused)} of {probe.burst} got 503 "
-             f"({'all' if probe.all_well_formed else 'not all'} well formed), "
+    shown = (f"{len(probe.refused_at_once)} of {probe.burst} got 503 at once "
+             f"({probe.expected_refused} expected; "
+             f"{'all' if probe.all_well_formed else 'not all'} well formed), "
              f"max {probe.refused_latency(100):.3f} s" if probe.refused
              else f"no 503 in a burst of {probe.burst}")
     return (f"| overload: requests beyond the bounded queue get 503 with Retry-After at once "
