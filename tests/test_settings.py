@@ -98,10 +98,11 @@ def test_threads_default_to_the_cores_split_across_workers() -> None:
 @pytest.mark.parametrize(
     ("cores", "provider", "expected"),
     [
-        # CPU: two runs of half the cores, no batching, two images per worker.
-        (2, "cpu", Layout(workers=2, threads=1, batch_size=1, max_pending=4, max_queue=16)),
-        (16, "cpu", Layout(workers=2, threads=8, batch_size=1, max_pending=4, max_queue=16)),
-        (1, "cpu", Layout(workers=1, threads=1, batch_size=1, max_pending=2, max_queue=8)),
+        # CPU: one run with every core, no batching, two images in the pipeline,
+        # a line of 16.
+        (2, "cpu", Layout(workers=1, threads=2, batch_size=1, max_pending=2, max_queue=16)),
+        (16, "cpu", Layout(workers=1, threads=16, batch_size=1, max_pending=2, max_queue=16)),
+        (1, "cpu", Layout(workers=1, threads=1, batch_size=1, max_pending=2, max_queue=16)),
         # GPU: one stream of batches of 8, one batch running and one gathering.
         (16, "cuda", Layout(workers=1, threads=16, batch_size=8, max_pending=16, max_queue=64)),
     ],
