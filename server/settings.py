@@ -87,19 +87,15 @@ class Settings:
 
     def layout(self, provider: str) -> Layout:
         """The concurrency to run with on `provider`, explicit settings first."""
-        if provider == "cuda":
-            # One stream of batches keeps a GPU busy; a second batch gathers while
-            # the first runs.
-            workers = self.workers or 1
-            batch_size = self.batch_size or 8
-        else:
-            # CPU: one run with every core. On 2 cores it matched two 1-thread
-            # runs on one session in throughput (1 MP, concurrency 4: 1.21-1.23
-            # against 1.17-1.18 images/s), answered a lone request in 0.86 s
-            # instead of 1.53 s, and peaked 550-650 MiB lower, as only one
-            # run's activations are alive. Batching gains nothing on a CPU.
-            workers = self.workers or 1
-            batch_size = self.batch_size or 1
+        # One model run at a time. On a GPU one stream of batches keeps it busy
+        # (a second batch gathers while the first runs). On a CPU one run with
+        # every core matched two 1-thread runs on one session in throughput
+        # (2 cores, 1 MP, concurrency 4: 1.21-1.23 against 1.17-1.18 images/s),
+        # answered a lone request in 0.86 s instead of 1.53 s, and peaked
+        # 550-650 MiB lower, as only one run's activations are alive.
+        workers = self.workers or 1
+        # Batching gains nothing on a CPU.
+        batch_size = self.batch_size or (8 if provider == "cuda" else 1)
         threads = self.intra_op_threads or max(1, self.cores // workers)
         # One batch running and one ready per worker: enough to keep the model
         # busy; every image past that only adds memory and latency.
