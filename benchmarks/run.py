@@ -230,7 +230,8 @@ def _overload(plan: Plan, env: dict[str, str], provider: str, server: Server,
     endpoint = matte_endpoint(server.spec, images[megapixels])
     result = probe(endpoint, burst, megapixels, layout.max_pending, layout.max_queue)
     report.overload = result
-    log(f"overload: {result.ok} x 200, {len(result.refused)} x 503 (well formed: "
+    log(f"overload: {result.ok} x 200, {len(result.refused_at_once)} x 503 at once and "
+        f"{result.timed_out} late (well formed: "
         f"{result.all_well_formed}), 503 p50 {result.refused_latency(50):.3f}s "
         f"max {result.refused_latency(100):.3f}s, {result.other} other")
 

@@ -46,8 +46,15 @@ class Settings:
     provider: Provider = "auto"
     precision: Precision = "full"
 
-    # Concurrency. 0 means "pick for the provider" (see `layout`).
-    workers: int = 0  # model runs at once
+    # Concurrency; below `workers`, 0 means "pick for the provider" (see
+    # `layout`). `workers` is the model runs at once, one on every provider:
+    # on a GPU one stream of batches keeps it busy (a second batch gathers
+    # while the first runs). On a CPU one run with every core matched two
+    # 1-thread runs on one session in throughput (2 cores, 1 MP, concurrency
+    # 4: 1.21-1.23 against 1.17-1.18 images/s), answered a lone request in
+    # 0.86 s instead of 1.53 s, and peaked 550-650 MiB lower, as only one
+    # run's activations are alive.
+    workers: int = 1
     intra_op_threads: int = 0  # threads per run; 0: cores // workers
     batch_size: int = 0  # images per model run, at most
     batch_timeout_ms: float = 2.0  # how long a run waits to fill its batch
@@ -87,13 +94,7 @@ class Settings:
 
     def layout(self, provider: str) -> Layout:
         """The concurrency to run with on `provider`, explicit settings first."""
-        # One model run at a time. On a GPU one stream of batches keeps it busy
-        # (a second batch gathers while the first runs). On a CPU one run with
-        # every core matched two 1-thread runs on one session in throughput
-        # (2 cores, 1 MP, concurrency 4: 1.21-1.23 against 1.17-1.18 images/s),
-        # answered a lone request in 0.86 s instead of 1.53 s, and peaked
-        # 550-650 MiB lower, as only one run's activations are alive.
-        workers = self.workers or 1
+        workers = self.workers
         # Batching gains nothing on a CPU.
         batch_size = self.batch_size or (8 if provider == "cuda" else 1)
         threads = self.intra_op_threads or max(1, self.cores // workers)
@@ -144,7 +145,7 @@ class Settings:
             model_path=Path(model_path).expanduser() if model_path else None,
             provider=reader.choice("MATTE_PROVIDER", defaults.provider, ("auto", "cuda", "cpu")),
             precision=reader.choice("MATTE_PRECISION", defaults.precision, ("full", "int8")),
-            workers=reader.integer("MATTE_WORKERS", defaults.workers, 0, 256),
+            workers=reader.integer("MATTE_WORKERS", defaults.workers, 1, 256),
             intra_op_threads=reader.integer("MATTE_INTRA_OP_THREADS", 0, 0, 1024),
             batch_size=reader.integer("MATTE_BATCH_SIZE", defaults.batch_size, 0, 256),
             batch_timeout_ms=reader.number(

@@ -78,7 +78,7 @@ def test_int8_precision_picks_the_quantised_cpu_file() -> None:
     [
         ("MATTE_PORT", "http", "MATTE_PORT: expected an integer"),
         ("MATTE_PORT", "70000", "MATTE_PORT: must be between 1 and 65535"),
-        ("MATTE_WORKERS", "-1", "MATTE_WORKERS: must be between 0 and 256"),
+        ("MATTE_WORKERS", "0", "MATTE_WORKERS: must be between 1 and 256"),
         ("MATTE_PROVIDER", "tpu", "MATTE_PROVIDER: must be one of auto, cuda, cpu"),
         ("MATTE_RATE_LIMIT_WINDOW_S", "soon", "MATTE_RATE_LIMIT_WINDOW_S: expected a number"),
         ("MATTE_API_KEYS_FILE", "/nonexistent/keys", "MATTE_API_KEYS_FILE: cannot read"),
