@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,9 +20,38 @@ from server.settings import Settings
 from tests.fakes import BrightnessEngine, ManualClock
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "rembg"
+
+
+def _fixtures() -> Path:
+    # shared/ sits beside the checkout; look upwards so the suite also finds it
+    # from a copy of the tree one level down (mutmut runs it from ./mutants).
+    for parent in ROOT.parents:
+        candidate = parent / "shared" / "fixtures" / "rembg"
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "fixtures" / "rembg"
+
+
+FIXTURES = _fixtures()
 KEY = "sk-test-key"
 PATH = "/v2beta/stable-image/edit/remove-background"
+# The only settings the suite takes from the caller's environment: where
+# `make model` put the weights (and numba its compiled code).
+INHERITED = ("MATTE_CACHE_DIR", "NUMBA_CACHE_DIR")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Drop every other MATTE_* variable, so a developer's MATTE_PROVIDER or
+    MATTE_API_KEYS cannot change what a test sees (or pass a test by accident)."""
+    for name in list(os.environ):
+        if name.startswith("MATTE_") and name not in INHERITED:
+            del os.environ[name]
+
+
+def model_settings(**changes: object) -> Settings:
+    """Settings for the real prepared model: defaults, the caller's cache dir, `changes`."""
+    cache = {name: os.environ[name] for name in INHERITED[:1] if name in os.environ}
+    return dataclasses.replace(Settings.from_env(cache), **changes)  # type: ignore[arg-type]
 
 
 def wait_ready(client: TestClient, timeout_s: float = 120.0) -> None:
@@ -92,9 +124,47 @@ def reference_alpha(photo: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def model_client() -> Iterator[TestClient]:
     """The app on the real prepared IS-Net model (from MATTE_CACHE_DIR; `make model` makes it)."""
-    settings = Settings.from_env()
-    # Full precision whatever the environment says: the fidelity bounds are for it.
-    settings = dataclasses.replace(settings, api_keys=frozenset({KEY}), precision="full")
+    settings = model_settings(api_keys=frozenset({KEY}))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         wait_ready(client, timeout_s=300)
         yield client
+
+
+# --- the Stability endpoint over HTTP (shared by the contract tests) ---------------------
+
+AUTH = {"authorization": f"Bearer {KEY}"}
+ID = re.compile(r"[0-9a-f]{32}")
+
+
+def post(
+    client: TestClient,
+    image: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    filename: str | None = "photo.jpg",
+    **fields: str,
+) -> httpx.Response:
+    files = {"image": (filename, image, "application/octet-stream")} if image is not None else None
+    return client.post(PATH, headers={**AUTH, **(headers or {})}, files=files, data=fields or None)
+
+
+def assert_error(response: httpx.Response, status: int, name: str, message: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"id", "name", "errors"}
+    assert ID.fullmatch(body["id"])
+    assert body["name"] == name
+    assert body["errors"] == [message]
+    assert response.headers["x-request-id"] == body["id"]
+
+
+def png(width: int, height: int, mode: str = "RGB", **save: object) -> bytes:
+    image = Image.new(mode, (width, height))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **save)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

@@ -6,14 +6,13 @@ separate process that starts a real uvicorn server on the prepared model.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, model_settings
 
 pytestmark = pytest.mark.model
 
@@ -90,10 +89,7 @@ def test_ratios_and_stages_are_filled_in(results: str) -> None:
 
 
 def int8_model_present() -> bool:
-    from server.settings import Settings
-
-    cache = {k: v for k, v in os.environ.items() if k == "MATTE_CACHE_DIR"}
-    settings = dataclasses.replace(Settings.from_env(cache), precision="int8")
+    settings = model_settings(precision="int8")
     return settings.model_file("cpu").is_file()
 
 

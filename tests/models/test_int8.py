@@ -11,7 +11,6 @@ four may do worse.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from server.isnet import to_mask, to_tensor
-from server.settings import Settings
-from tests.conftest import fixture_photos, soft_iou
+from tests.conftest import fixture_photos, model_settings, soft_iou
 
 pytestmark = pytest.mark.model
 
@@ -33,7 +31,7 @@ MIN_IOU = 0.97
 
 
 def model_file(precision: str) -> Path:
-    settings = dataclasses.replace(Settings.from_env(), model_path=None, precision=precision)
+    settings = model_settings(precision=precision)
     return settings.model_file("cpu")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +10,14 @@ from PIL import Image
 
 from server.engine import OnnxEngine
 from server.isnet import to_tensor
-from server.settings import Settings
-from tests.conftest import fixture_photos
+from tests.conftest import fixture_photos, model_settings
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def engine() -> OnnxEngine:
-    settings = dataclasses.replace(
-        Settings.from_env(), provider="cpu", precision="full", model_path=None
-    )
+    settings = model_settings(provider="cpu")
     return OnnxEngine.load(settings)
 
 

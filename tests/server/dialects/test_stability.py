@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 import struct
 import zlib
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,46 +15,8 @@ from starlette.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.conftest import KEY, PATH, jpeg, wait_ready
+from tests.conftest import AUTH, ID, KEY, PATH, assert_error, decode, jpeg, png, post, wait_ready
 from tests.fakes import BrightnessEngine, BrokenEngine, ManualClock
-
-AUTH = {"authorization": f"Bearer {KEY}"}
-ID = re.compile(r"[0-9a-f]{32}")
-
-
-def post(
-    client: TestClient,
-    image: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    filename: str | None = "photo.jpg",
-    **fields: str,
-) -> httpx.Response:
-    files = {"image": (filename, image, "application/octet-stream")} if image is not None else None
-    return client.post(PATH, headers={**AUTH, **(headers or {})}, files=files, data=fields or None)
-
-
-def assert_error(response: httpx.Response, status: int, name: str, message: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"id", "name", "errors"}
-    assert ID.fullmatch(body["id"])
-    assert body["name"] == name
-    assert body["errors"] == [message]
-    assert response.headers["x-request-id"] == body["id"]
-
-
-def png(width: int, height: int, mode: str = "RGB", **save: object) -> bytes:
-    image = Image.new(mode, (width, height))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", **save)
-    return buffer.getvalue()
-
-
-def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
 
 # --- success paths -----------------------------------------------------------------------
 

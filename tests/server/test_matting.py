@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from server import matting
+from tests.conftest import FIXTURES
 
 NAMES = ["anime-girl-1", "car-1", "cloth-1", "plants-1"]
 
@@ -21,10 +22,8 @@ MAX_MAD_VS_MASK = {"anime-girl-1": 5.0, "car-1": 10.0, "cloth-1": 6.0, "plants-1
 
 @pytest.fixture(scope="module")
 def fixtures_dir() -> Path:
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "rembg"
-    if not path.is_dir():
-        pytest.skip(f"rembg fixtures not found at {path}")
-    return path
+    assert FIXTURES.is_dir(), f"rembg fixtures not found at {FIXTURES}"
+    return FIXTURES
 
 
 @pytest.fixture(scope="module")

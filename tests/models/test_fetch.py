@@ -18,7 +18,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-FETCH_PATH = Path(__file__).resolve().parents[1] / "models" / "fetch.py"
+from tests.conftest import ROOT
+
+FETCH_PATH = ROOT / "models" / "fetch.py"
 
 
 def _load_fetch() -> ModuleType:
