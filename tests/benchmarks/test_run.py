@@ -108,15 +108,20 @@ def test_int8_section_compares_with_fp32_or_says_why_not(results: str) -> None:
     assert all(0.9 < iou <= 1.0 for iou in ious.values())
     targets = {row[0]: row for row in table_rows(results, "Targets")}
     assert any(name.startswith("INT8: about 3x faster") for name in targets)
-    assert targets["INT8: soft IoU >= 0.97 on each fixture"][3] in ("yes", "no")
+    # The verdict follows from the IoU rows above it, not from a second computation.
+    expected = "yes" if min(ious.values()) >= 0.97 else "no"
+    assert targets["INT8: soft IoU >= 0.97 on each fixture"][3] == expected
 
 
 def test_overload_burst_is_refused_at_once_with_retry_after(results: str) -> None:
     rows = table_rows(results, "Overload")
     assert len(rows) == 1
-    requests, ok, at_once, late, other, expected, well_formed, _p50, latest = rows[0]
+    requests, ok, at_once, late, other, expected, well_formed, p50, latest = rows[0]
     assert int(expected) == 2  # --quick: slots + line + 2
     assert int(ok) + int(at_once) + int(late) == int(requests) and int(other) == 0
-    assert int(at_once) >= int(expected) and well_formed == "yes" and float(latest) < 1.0
+    assert int(at_once) >= int(expected) and well_formed == "yes"
+    # A refusal comes before the upload is read: milliseconds on loopback (0.032 s at most
+    # in the full runs), so half a second is a wide bound that a queued 503 still fails.
+    assert float(p50) <= float(latest) < 0.5
     target = [row for row in table_rows(results, "Targets") if row[0].startswith("overload:")]
     assert len(target) == 1 and target[0][3] == "yes"
