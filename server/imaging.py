@@ -78,9 +78,8 @@ def _to_picture(image: Image.Image) -> Picture:
         image = Image.fromarray((wide >> 8).clip(0, 255).astype(np.uint8), "L")
     elif image.mode == "F":
         image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    # "transparency" is a palette entry (P) or a colour key (a PNG's tRNS in L or RGB).
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"))
         alpha = rgba[:, :, 3]

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from server.errors import BadRequest
-from server.options import CutoutOptions
+from server.options import CutoutOptions, parse_bgcolor
+
+BOOLEANS = ("only_mask", "post_process_mask", "alpha_matting")
+LEVELS = ("alpha_matting_foreground_threshold", "alpha_matting_background_threshold")
+ERODE_MESSAGE = "alpha_matting_erode_size: must be an integer from 0 to 100"
+BGCOLOR_MESSAGE = "bgcolor: must be 3 or 4 integers from 0 to 255, like 255,0,0 or [255, 0, 0, 255]"
+THRESHOLD_MESSAGE = (
+    "alpha_matting_foreground_threshold: must be greater than alpha_matting_background_threshold"
+)
 
 
 def parse(**fields: str) -> CutoutOptions:
     return CutoutOptions().with_fields(fields.get)
 
 
+def refused(**fields: str) -> str:
+    """The one message the fields are refused with."""
+    with pytest.raises(BadRequest) as error:
+        parse(**fields)
+    assert len(error.value.messages) == 1
+    return error.value.messages[0]
+
+
 def test_defaults_are_the_plain_cutout() -> None:
-    options = parse()
-    assert options == CutoutOptions()
-    assert not options.alpha_matting and not options.only_mask and options.bgcolor is None
+    # Field by field against the documented defaults (README), not against CutoutOptions().
+    assert dataclasses.astuple(parse()) == ("png", False, False, False, 240, 10, 10, None)
 
 
 def test_every_option_is_read() -> None:
@@ -29,50 +46,207 @@ def test_every_option_is_read() -> None:
         alpha_matting_erode_size="5",
         bgcolor="[255, 0, 0]",
     )
-    assert options == CutoutOptions("webp", True, True, True, 200, 20, 5, (255, 0, 0))
+    assert dataclasses.astuple(options) == ("webp", True, True, True, 200, 20, 5, (255, 0, 0))
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
-    [("255,0,0", (255, 0, 0)), ("[0, 128, 255]", (0, 128, 255)), (" 1,2,3,4 ", (1, 2, 3, 4))],
+    ("field", "raw", "value"),
+    [
+        ("output_format", "png", "png"),
+        ("output_format", "webp", "webp"),
+        ("output_format", "PNG", "png"),
+        ("output_format", "WebP", "webp"),
+        ("output_format", " webp ", "webp"),
+        ("alpha_matting_foreground_threshold", "255", 255),
+        ("alpha_matting_foreground_threshold", "11", 11),  # one above the default background
+        ("alpha_matting_foreground_threshold", "+200", 200),
+        ("alpha_matting_foreground_threshold", " 200 ", 200),
+        ("alpha_matting_foreground_threshold", "000000200", 200),  # nine digits at most
+        ("alpha_matting_background_threshold", "0", 0),
+        ("alpha_matting_background_threshold", "239", 239),  # one below the default foreground
+        ("alpha_matting_background_threshold", "-0", 0),
+        ("alpha_matting_erode_size", "0", 0),
+        ("alpha_matting_erode_size", "100", 100),
+        ("alpha_matting_erode_size", "37", 37),
+        ("bgcolor", "255,0,0", (255, 0, 0)),
+        ("bgcolor", "[0, 128, 255]", (0, 128, 255)),
+        ("bgcolor", " 1,2,3,4 ", (1, 2, 3, 4)),
+        ("bgcolor", "[255, 0, 0, 255]", (255, 0, 0, 255)),
+        ("bgcolor", "[ 7 , 8 , 9 ]", (7, 8, 9)),
+        ("bgcolor", "0,0,0,0", (0, 0, 0, 0)),
+        ("bgcolor", "255,255,255", (255, 255, 255)),
+        ("bgcolor", "007,08,9", (7, 8, 9)),
+    ],
 )
-def test_bgcolor_forms(raw: str, expected: tuple[int, ...]) -> None:
-    assert parse(bgcolor=raw).bgcolor == expected
+def test_each_option_alone(field: str, raw: str, value: object) -> None:
+    options = parse(**{field: raw})
+    assert getattr(options, field) == value
+    # Nothing else changed.
+    assert dataclasses.replace(options, **{field: getattr(CutoutOptions(), field)}) == (
+        CutoutOptions()
+    )
 
 
-def test_empty_fields_count_as_not_sent() -> None:
-    assert parse(alpha_matting="", bgcolor=" ") == CutoutOptions()
+@pytest.mark.parametrize("field", BOOLEANS)
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("True", True),
+        ("1", True),
+        ("yes", True),
+        ("YES", True),
+        ("on", True),
+        ("On", True),
+        (" true ", True),
+        ("false", False),
+        ("FALSE", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("No", False),
+        ("off", False),
+        ("OFF", False),
+    ],
+)
+def test_both_boolean_forms_in_any_case(field: str, raw: str, value: bool) -> None:
+    assert getattr(parse(**{field: raw}), field) is value
+    # Over the opposite base too, so the value is really read, not left at the default.
+    base = dataclasses.replace(CutoutOptions(), **{field: not value})
+    assert getattr(base.with_fields({field: raw}.get), field) is value
+
+
+@pytest.mark.parametrize("field", BOOLEANS)
+@pytest.mark.parametrize("raw", ["maybe", "2", "-1", "t", "y", "yes please", "truee", "onn"])
+def test_other_boolean_text_is_refused(field: str, raw: str) -> None:
+    assert refused(**{field: raw}) == f"{field}: must be true or false"
 
 
 @pytest.mark.parametrize(
     ("field", "raw", "message"),
     [
         ("output_format", "gif", "output_format: must be one of png, webp"),
-        ("only_mask", "maybe", "only_mask: must be true or false"),
-        ("post_process_mask", "2", "post_process_mask: must be true or false"),
-        ("alpha_matting", "yes please", "alpha_matting: must be true or false"),
-        ("alpha_matting_foreground_threshold", "256", "must be an integer from 0 to 255"),
-        ("alpha_matting_foreground_threshold", "-1", "must be an integer from 0 to 255"),
-        ("alpha_matting_background_threshold", "1.5", "must be an integer from 0 to 255"),
-        ("alpha_matting_background_threshold", "ten", "must be an integer from 0 to 255"),
-        ("alpha_matting_erode_size", "-3", "alpha_matting_erode_size: must be an integer from 0"),
-        ("alpha_matting_erode_size", "101", "alpha_matting_erode_size: must be an integer from 0"),
-        ("bgcolor", "red", "bgcolor: must be 3 or 4 integers from 0 to 255"),
-        ("bgcolor", "255,0", "bgcolor: must be 3 or 4 integers"),
-        ("bgcolor", "1,2,3,4,5", "bgcolor: must be 3 or 4 integers"),
-        ("bgcolor", "256,0,0", "bgcolor: must be 3 or 4 integers"),
-        ("bgcolor", "-1,0,0", "bgcolor: must be 3 or 4 integers"),
-        ("bgcolor", "[1,2,3", "bgcolor: must be 3 or 4 integers"),
+        ("output_format", "jpeg", "output_format: must be one of png, webp"),
+        ("output_format", "pngx", "output_format: must be one of png, webp"),
+        ("alpha_matting_erode_size", "101", ERODE_MESSAGE),
+        ("alpha_matting_erode_size", "-1", ERODE_MESSAGE),
+        ("alpha_matting_erode_size", "-3", ERODE_MESSAGE),
+        ("alpha_matting_erode_size", "2 0", ERODE_MESSAGE),
+        ("bgcolor", "red", BGCOLOR_MESSAGE),
+        ("bgcolor", "255,0", BGCOLOR_MESSAGE),
+        ("bgcolor", "1,2,3,4,5", BGCOLOR_MESSAGE),
+        ("bgcolor", "256,0,0", BGCOLOR_MESSAGE),
+        ("bgcolor", "0,0,256", BGCOLOR_MESSAGE),
+        ("bgcolor", "0,0,0,256", BGCOLOR_MESSAGE),
+        ("bgcolor", "1000,0,0", BGCOLOR_MESSAGE),
+        ("bgcolor", "0255,0,0", BGCOLOR_MESSAGE),  # at most three digits each
+        ("bgcolor", "-1,0,0", BGCOLOR_MESSAGE),
+        ("bgcolor", "1.5,0,0", BGCOLOR_MESSAGE),
+        ("bgcolor", "1,,2,3", BGCOLOR_MESSAGE),
+        ("bgcolor", "[1,2,3", BGCOLOR_MESSAGE),
+        ("bgcolor", "1,2,3]", BGCOLOR_MESSAGE),
+        # Only a matching pair of brackets is taken off, not any first and last character.
+        ("bgcolor", "[1,2,3)", BGCOLOR_MESSAGE),
+        ("bgcolor", "(1,2,3]", BGCOLOR_MESSAGE),
+        ("bgcolor", "(1,2,3)", BGCOLOR_MESSAGE),
     ],
 )
-def test_bad_values_name_the_field(field: str, raw: str, message: str) -> None:
-    with pytest.raises(BadRequest) as refused:
-        parse(**{field: raw})
-    assert len(refused.value.messages) == 1
-    assert refused.value.messages[0].startswith(field)
-    assert message in refused.value.messages[0]
+def test_bad_values_are_refused_naming_the_field(field: str, raw: str, message: str) -> None:
+    assert refused(**{field: raw}) == message
 
 
-def test_thresholds_must_leave_an_unknown_band() -> None:
-    with pytest.raises(BadRequest, match="must be greater than"):
-        parse(alpha_matting_foreground_threshold="10", alpha_matting_background_threshold="10")
+@pytest.mark.parametrize("field", LEVELS)
+@pytest.mark.parametrize("raw", ["256", "-1", "1.5", "ten", "1e2", "++1", "0x10", "0000000200"])
+def test_levels_outside_0_to_255_are_refused(field: str, raw: str) -> None:
+    # "0000000200": at most nine digits are read, so no huge number is ever parsed.
+    assert refused(**{field: raw}) == f"{field}: must be an integer from 0 to 255"
+
+
+def test_bgcolor_parser_strips_its_own_input() -> None:
+    # Every dialect reaches it through with_fields today, but it is public and documented.
+    assert parse_bgcolor("bgcolor", " [1, 2, 3] ") == (1, 2, 3)
+    assert parse_bgcolor("background", "1,2,3") == (1, 2, 3)
+    with pytest.raises(BadRequest) as error:
+        parse_bgcolor("background", "1,2")
+    assert error.value.messages == (
+        "background: must be 3 or 4 integers from 0 to 255, like 255,0,0 or [255, 0, 0, 255]",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # One sent, the other at its default (foreground 240, background 10).
+        ({"alpha_matting_foreground_threshold": "11"}, (11, 10)),
+        ({"alpha_matting_background_threshold": "239"}, (240, 239)),
+        (
+            {"alpha_matting_foreground_threshold": "1", "alpha_matting_background_threshold": "0"},
+            (1, 0),
+        ),
+        (
+            {
+                "alpha_matting_foreground_threshold": "255",
+                "alpha_matting_background_threshold": "254",
+            },
+            (255, 254),
+        ),
+    ],
+)
+def test_thresholds_one_apart_leave_an_unknown_band(
+    fields: dict[str, str], expected: tuple[int, int]
+) -> None:
+    options = parse(**fields)
+    assert (
+        options.alpha_matting_foreground_threshold,
+        options.alpha_matting_background_threshold,
+    ) == expected
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"alpha_matting_foreground_threshold": "10"},  # equal to the default background
+        {"alpha_matting_foreground_threshold": "0"},
+        {"alpha_matting_background_threshold": "240"},  # equal to the default foreground
+        {"alpha_matting_background_threshold": "255"},
+        {"alpha_matting_foreground_threshold": "100", "alpha_matting_background_threshold": "100"},
+        {"alpha_matting_foreground_threshold": "100", "alpha_matting_background_threshold": "200"},
+    ],
+)
+def test_thresholds_must_leave_an_unknown_band(fields: dict[str, str]) -> None:
+    assert refused(**fields) == THRESHOLD_MESSAGE
+
+
+def test_the_threshold_cross_check_also_guards_a_given_base() -> None:
+    base = CutoutOptions(
+        alpha_matting_foreground_threshold=50, alpha_matting_background_threshold=50
+    )
+    with pytest.raises(BadRequest) as error:
+        base.with_fields({}.get)
+    assert error.value.messages == (THRESHOLD_MESSAGE,)
+
+
+def test_fields_apply_over_the_given_base() -> None:
+    base = CutoutOptions(output_format="webp", bgcolor=(1, 2, 3))
+    assert base.with_fields({"only_mask": "yes"}.get) == dataclasses.replace(base, only_mask=True)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "output_format",
+        *BOOLEANS,
+        "alpha_matting_foreground_threshold",
+        "alpha_matting_background_threshold",
+        "alpha_matting_erode_size",
+        "bgcolor",
+    ],
+)
+@pytest.mark.parametrize("raw", ["", " ", "\t \n"])
+def test_empty_text_counts_as_not_sent(field: str, raw: str) -> None:
+    # Form clients often send every field of a form, the unused ones empty.
+    base = CutoutOptions(
+        output_format="webp", only_mask=True, alpha_matting_erode_size=3, bgcolor=(1, 2, 3)
+    )
+    assert base.with_fields({field: raw}.get) == base
