@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from . import isnet, matting
+from . import compositing, isnet, matting
 from .admission import Admission, Ticket
 from .errors import Unavailable
 from .imaging import Limits, Picture, decode, encode
@@ -65,7 +65,7 @@ class Pipeline:
         with self.metrics.stage("matte"):
             mask = isnet.to_mask(prediction, picture.size)
             if options.post_process_mask:
-                mask = matting.post_process_mask(mask)
+                mask = compositing.post_process_mask(mask)
             rgb = picture.rgb
             if options.alpha_matting:
                 refined = matting.refine_alpha(
@@ -84,7 +84,7 @@ class Pipeline:
                 mask = (mask.astype(np.uint16) * picture.alpha // 255).astype(np.uint8)
             if options.only_mask:
                 return mask
-            return matting.composite(rgb, mask, options.bgcolor)
+            return compositing.composite(rgb, mask, options.bgcolor)
 
     def _encode(self, pixels: np.ndarray, options: CutoutOptions) -> bytes:
         with self.metrics.stage("encode"):
