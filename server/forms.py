@@ -10,12 +10,16 @@ request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import Request
 
 from .errors import BadRequest
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_PARTS = 64
 MAX_HEADER_BYTES = 16 * 1024
@@ -66,7 +70,9 @@ async def read_form(request: Request) -> Form:
         parser.finalize()
     except FormParserError:
         raise BadRequest("body: malformed multipart/form-data") from None
-    if builder.open_part is not None:
+    # finalize() does not check that the closing boundary came: a body cut short
+    # anywhere (in a part's data, its headers, or between parts) is refused here.
+    if parser.state != MultipartState.END:
         raise BadRequest("body: malformed multipart/form-data")
     return Form(builder.parts)
 
@@ -74,17 +80,15 @@ async def read_form(request: Request) -> Form:
 class _FormBuilder:
     def __init__(self) -> None:
         self.parts: list[Part] = []
-        self.open_part: Part | None = None
         self._headers: dict[bytes, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
         self._header_bytes = 0
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
             "on_header_field": self._header_field,
             "on_header_value": self._header_value,
             "on_header_end": self._header_end,
@@ -117,20 +121,18 @@ class _FormBuilder:
             raise BadRequest("body: every form part needs a name")
         filename = options.get(b"filename")
         content_type = self._headers.get(b"content-type")
-        self.open_part = Part(
-            name=name.decode("utf-8", "replace"),
-            filename=None if filename is None else filename.decode("utf-8", "replace"),
-            content_type=None if content_type is None else content_type.decode("latin-1"),
+        # Kept from here on: read_form refuses a body whose last part never ended.
+        self.parts.append(
+            Part(
+                name=name.decode("utf-8", "replace"),
+                filename=None if filename is None else filename.decode("utf-8", "replace"),
+                content_type=None if content_type is None else content_type.decode("latin-1"),
+            )
         )
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self.open_part is not None:
-            self.open_part.data += data[start:end]
-
-    def _part_end(self) -> None:
-        if self.open_part is not None:
-            self.parts.append(self.open_part)
-            self.open_part = None
+        # Data only ever follows a part's headers, so it belongs to the last part.
+        self.parts[-1].data += data[start:end]
 
     def _count_header(self, size: int) -> None:
         self._header_bytes += size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def test_beyond_the_slots_and_the_line_is_refused_at_once() -> None:
         with pytest.raises(Unavailable) as refused, admission.ticket():
             pass  # pragma: no cover - never entered
         assert refused.value.status == 503
+        assert refused.value.messages == (
+            "server: too many requests in progress, please retry shortly",
+        )
         assert refused.value.headers == {"retry-after": "1"}
         assert gauge(metrics, "matte_requests_waiting") == 3
     assert rejected(metrics, "overloaded") == 1
@@ -94,13 +98,40 @@ def test_a_wait_past_the_limit_is_503() -> None:
         await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with (
-            pytest.raises(Unavailable, match=r"no capacity within 0\.05 seconds"),
-            admission.ticket() as ticket,
-        ):
+        with pytest.raises(Unavailable) as refused, admission.ticket() as ticket:
             async with ticket.slot():
                 pass  # pragma: no cover - never entered
         assert 0.04 <= loop.time() - started < 1
+        assert refused.value.messages == (
+            "server: no capacity within 0.05 seconds, please retry shortly",
+        )
+        assert refused.value.headers == {"retry-after": "1"}
+        assert rejected(metrics, "queue_timeout") == 1
+        assert rejected(metrics, "overloaded") == 0
+        assert not admission._waiters  # the one that gave up left nothing in the line
+        assert gauge(metrics, "matte_requests_waiting") == 0
+        assert admission.busy_slots == 1  # still the holder's, not lost or doubled
+        release.set()
+        await holder
+        assert admission.busy_slots == 0
+
+    run(main)
+
+
+def test_with_no_wait_allowed_a_request_that_must_wait_is_refused_at_once() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=1, line=1, max_wait_s=0.0, metrics=metrics)
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(admission, [], "a", release))
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable) as refused, admission.ticket() as ticket:
+            async with ticket.slot():
+                pass  # pragma: no cover - never entered
+        # Whole seconds are written without a fraction: "0", not "0.0".
+        assert refused.value.messages == (
+            "server: no capacity within 0 seconds, please retry shortly",
+        )
         assert rejected(metrics, "queue_timeout") == 1
         release.set()
         await holder
@@ -111,7 +142,8 @@ def test_a_wait_past_the_limit_is_503() -> None:
 
 def test_a_waiter_that_goes_away_loses_no_slot() -> None:
     async def main() -> None:
-        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=Metrics())
+        metrics = Metrics()
+        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=metrics)
         order: list[str] = []
         release_a, release_c = asyncio.Event(), asyncio.Event()
         a = asyncio.create_task(hold(admission, order, "a", release_a))
@@ -126,6 +158,145 @@ def test_a_waiter_that_goes_away_loses_no_slot() -> None:
         assert order == ["a", "c"]
         release_c.set()
         await asyncio.gather(a, b, c, return_exceptions=True)
+        assert b.cancelled()  # its own cancellation, not turned into a 503
+        assert admission.busy_slots == 0
+        assert rejected(metrics, "queue_timeout") == 0
+
+    run(main)
+
+
+def test_a_waiter_that_goes_away_behind_another_hands_nothing_on() -> None:
+    async def main() -> None:
+        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=Metrics())
+        order: list[str] = []
+        release_a, release_c = asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(hold(admission, order, "a", release_a))
+        await asyncio.sleep(0)
+        c = asyncio.create_task(hold(admission, order, "c", release_c))
+        b = asyncio.create_task(hold(admission, order, "b", asyncio.Event()))
+        await asyncio.sleep(0.01)
+        b.cancel()  # b had no slot: its leaving must not let c in beside a
+        await asyncio.sleep(0.01)
+        assert order == ["a"]
+        assert admission.busy_slots == 1
+        release_a.set()
+        await asyncio.sleep(0.01)
+        assert order == ["a", "c"]
+        release_c.set()
+        await asyncio.gather(a, b, c, return_exceptions=True)
+        assert admission.busy_slots == 0
+
+    run(main)
+
+
+def test_a_slot_handed_to_a_waiter_that_just_went_away_passes_to_the_next() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=metrics)
+        order: list[str] = []
+        release_c = asyncio.Event()
+        with admission.ticket() as mine:
+            async with mine.slot():
+                b = asyncio.create_task(hold(admission, order, "b", asyncio.Event()))
+                c = asyncio.create_task(hold(admission, order, "c", release_c))
+                await asyncio.sleep(0.01)  # both wait, b first
+            # Leaving the block handed the slot to b; b goes away before it runs.
+            b.cancel()
+        await asyncio.sleep(0.01)
+        assert order == ["c"]
+        assert b.cancelled()
+        release_c.set()
+        await c
+        assert admission.busy_slots == 0
+        assert gauge(metrics, "matte_images_in_flight") == 0
+        assert gauge(metrics, "matte_requests_waiting") == 0
+
+    run(main)
+
+
+def test_a_slot_handed_over_as_the_wait_times_out_is_kept() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=1, line=1, max_wait_s=0.05, metrics=metrics)
+        order: list[str] = []
+        release_a, release_b = asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(hold(admission, order, "a", release_a))
+        await asyncio.sleep(0)
+        b = asyncio.create_task(hold(admission, order, "b", release_b))
+        await asyncio.sleep(0)  # b waits, its 0.05 s timer running
+        release_a.set()  # a's wake-up is queued first ...
+        # ... then the loop is held past b's deadline, so in the next pass a hands
+        # its slot to b and b's timer fires, before b itself runs.
+        time.sleep(0.1)
+        await asyncio.sleep(0.01)
+        # b was given the slot: it keeps it rather than dropping it with a 503.
+        assert order == ["a", "b"]
+        assert rejected(metrics, "queue_timeout") == 0
+        assert admission.busy_slots == 1
+        release_b.set()
+        await asyncio.gather(a, b)
+        assert admission.busy_slots == 0
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("slots", "line", "max_wait_s", "valid"),
+    [
+        (1, 0, 0.0, True),
+        (0, 5, 1.0, False),
+        (1, -1, 1.0, False),
+        (1, 5, -0.001, False),
+    ],
+)
+def test_admission_needs_a_slot_and_no_negative_bounds(
+    slots: int, line: int, max_wait_s: float, valid: bool
+) -> None:
+    if valid:
+        admission = Admission(slots, line, max_wait_s, Metrics())
+        assert (admission.slots, admission.line, admission.max_wait_s) == (slots, line, max_wait_s)
+        assert admission.busy_slots == 0
+        return
+    with pytest.raises(ValueError, match=r"^admission needs at least one slot and no negative"):
+        Admission(slots, line, max_wait_s, Metrics())
+
+
+def test_a_ticket_that_never_takes_a_slot_leaves_the_gauges_as_they_were() -> None:
+    # E.g. a request refused while its form is read: it was waiting, never in flight.
+    metrics = Metrics()
+    admission = Admission(slots=1, line=1, max_wait_s=1, metrics=metrics)
+    with admission.ticket():
+        assert gauge(metrics, "matte_requests_waiting") == 1
+    assert gauge(metrics, "matte_requests_waiting") == 0
+    assert gauge(metrics, "matte_images_in_flight") == 0
+    assert admission.busy_slots == 0
+
+
+def test_a_slot_moves_a_request_from_waiting_to_in_flight() -> None:
+    async def main() -> None:
+        metrics = Metrics()
+        admission = Admission(slots=2, line=0, max_wait_s=1, metrics=metrics)
+        with admission.ticket() as ticket:
+            async with ticket.slot():
+                assert gauge(metrics, "matte_requests_waiting") == 0
+                assert gauge(metrics, "matte_images_in_flight") == 1
+                assert admission.busy_slots == 1
+            assert gauge(metrics, "matte_images_in_flight") == 0
+            assert admission.busy_slots == 0
+        assert gauge(metrics, "matte_requests_waiting") == 0
+
+    run(main)
+
+
+def test_a_ticket_admits_one_image() -> None:
+    async def main() -> None:
+        admission = Admission(slots=2, line=0, max_wait_s=1, metrics=Metrics())
+        with admission.ticket() as ticket:
+            async with ticket.slot():
+                pass
+            with pytest.raises(RuntimeError, match=r"^a ticket admits one image$"):
+                async with ticket.slot():
+                    pass  # pragma: no cover - never entered
         assert admission.busy_slots == 0
 
     run(main)

@@ -1,0 +1,345 @@
+"""middleware.py at the ASGI level: request ids and metrics, and the streaming body limit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import middleware
+from server.errors import PayloadTooLarge
+from server.metrics import Metrics
+from server.middleware import BodyLimit, RequestContext, _content_length
+
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+ROUTES = frozenset({"/healthz", "/v2beta/stable-image/edit/remove-background"})
+
+
+def http_scope(path: str = "/healthz", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": headers if headers is not None else [],
+    }
+
+
+class FakeReceive:
+    """Hands out `messages` in order and counts the calls."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = list(messages)
+        self.calls = 0
+
+    async def __call__(self) -> Message:
+        self.calls += 1
+        return self.messages.pop(0)
+
+
+class FakeSend:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+
+def chunks(*sizes: int) -> list[Message]:
+    """`http.request` messages of these sizes, the last without `more_body`."""
+    return [
+        {"type": "http.request", "body": b"x" * size, "more_body": i < len(sizes) - 1}
+        for i, size in enumerate(sizes)
+    ]
+
+
+def call(app: ASGIApp, scope: Scope, receive: Receive, send: Send | None = None) -> None:
+    asyncio.run(app(scope, receive, send or FakeSend()))  # type: ignore[arg-type]
+
+
+# --- BodyLimit -------------------------------------------------------------------------------
+
+
+class Reader:
+    """An endpoint that reads the whole body, noting every message and the error (if any)
+    that `receive` raised, as an endpoint inside the dialect would see it."""
+
+    def __init__(self) -> None:
+        self.received: list[Message] = []
+        self.error: PayloadTooLarge | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            for _ in range(100):  # bounded: the fakes never send more
+                message = await receive()
+                self.received.append(message)
+                if not message.get("more_body", False):
+                    return
+        except PayloadTooLarge as exc:
+            self.error = exc
+
+
+def limited(
+    max_bytes: int, messages: list[Message], headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[Reader, FakeReceive]:
+    reader = Reader()
+    receive = FakeReceive(messages)
+    call(BodyLimit(reader, max_bytes=max_bytes), http_scope(headers=headers), receive)
+    return reader, receive
+
+
+def assert_refused(reader: Reader, max_bytes: int) -> None:
+    assert reader.error is not None, "the body was not refused"
+    assert reader.error.status == 413
+    assert reader.error.limit_bytes == max_bytes
+    assert reader.error.messages == (
+        f"body: payloads cannot be larger than {max_bytes} bytes in size",
+    )
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_receive_is_called() -> None:
+    # Nothing is pulled from the client: the refusal comes from the header alone.
+    reader, receive = limited(10, chunks(11), [(b"content-length", b"11")])
+    assert_refused(reader, 10)
+    assert receive.calls == 0
+    assert reader.received == []
+
+
+def test_a_body_of_exactly_the_limit_passes() -> None:
+    messages = chunks(4, 6)
+    reader, receive = limited(10, messages, [(b"content-length", b"10")])
+    assert reader.error is None
+    assert reader.received == messages
+    assert receive.calls == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"content-length", b"5")],  # a lying client
+        [(b"content-length", b"ten")],  # unreadable: no pre-check, the stream still counts
+        [(b"content-type", b"multipart/form-data"), (b"content-length", b"10")],
+    ],
+    ids=["no-length", "lying-length", "unreadable-length", "after-other-headers"],
+)
+def test_a_body_that_streams_one_byte_past_the_limit_is_refused_as_it_arrives(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    # 4 + 4 + 3 = 11 bytes against 10: the third message is the one refused, and
+    # nothing after it is asked for.
+    reader, receive = limited(10, chunks(4, 4, 3, 5), headers)
+    assert_refused(reader, 10)
+    assert len(reader.received) == 2
+    assert receive.calls == 3
+
+
+@pytest.mark.parametrize(
+    "headers", [[], [(b"content-length", b"ten")]], ids=["no-length", "unreadable-length"]
+)
+def test_a_streamed_body_of_exactly_the_limit_passes(headers: list[tuple[bytes, bytes]]) -> None:
+    reader, _ = limited(10, chunks(4, 4, 2), headers)
+    assert reader.error is None
+    assert [len(m["body"]) for m in reader.received] == [4, 4, 2]
+
+
+def test_messages_without_a_body_count_as_empty() -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "more_body": True},
+        {"type": "http.request", "body": b"x", "more_body": False},
+    ]
+    reader, _ = limited(1, messages)
+    assert reader.error is None
+    assert reader.received == messages
+
+
+def test_only_request_bodies_count_toward_the_limit() -> None:
+    # A disconnect carrying a `body` key (no server sends one) shows what is counted.
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"x", "more_body": True},
+        {"type": "http.disconnect", "body": b"yyyy"},
+    ]
+    reader, _ = limited(1, messages)
+    assert reader.error is None
+    assert reader.received == messages
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], None),
+        ([(b"content-length", b"123")], 123),
+        ([(b"content-type", b"text/plain"), (b"content-length", b"0")], 0),
+        ([(b"content-length", b"12a")], None),
+        ([(b"content-length", b"")], None),
+        ([(b"x-content-length", b"5")], None),
+    ],
+    ids=["absent", "number", "zero-after-other", "not-a-number", "empty", "other-header"],
+)
+def test_the_declared_length_is_read_from_the_content_length_header(
+    headers: list[tuple[bytes, bytes]], expected: int | None
+) -> None:
+    assert _content_length(http_scope(headers=headers)) == expected
+
+
+@pytest.mark.parametrize("kind", ["lifespan", "websocket"])
+def test_body_limit_passes_other_scopes_through_untouched(kind: str) -> None:
+    seen: list[tuple[Scope, Receive, Send]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope, receive, send))
+
+    scope: Scope = {"type": kind}
+    receive, send = FakeReceive([]), FakeSend()
+    call(BodyLimit(app, max_bytes=0), scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert seen[0][1] is receive and seen[0][2] is send
+
+
+# --- RequestContext --------------------------------------------------------------------------
+
+
+def responder(
+    status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[ASGIApp, list[Scope]]:
+    """An app that answers `status` and notes the scope it was given."""
+    scopes: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scopes.append(scope)
+        start: Message = {"type": "http.response.start", "status": status}
+        if headers is not None:
+            start["headers"] = headers
+        await send(start)
+        await send({"type": "http.response.body", "body": b"done"})
+
+    return app, scopes
+
+
+def requests(metrics: Metrics, route: str, status: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "matte_requests_total", {"route": route, "status": status}
+    )
+    return value or 0.0
+
+
+def observed(metrics: Metrics, route: str) -> tuple[float, float]:
+    """The latency histogram's (count, sum) for `route`."""
+    labels = {"route": route}
+    count = metrics.registry.get_sample_value("matte_request_seconds_count", labels)
+    total = metrics.registry.get_sample_value("matte_request_seconds_sum", labels)
+    return count or 0.0, total or 0.0
+
+
+def context(
+    app: ASGIApp, path: str = "/healthz", metrics: Metrics | None = None
+) -> tuple[FakeSend, Metrics]:
+    metrics = metrics or Metrics()
+    send = FakeSend()
+    call(
+        RequestContext(app, metrics=metrics, routes=ROUTES), http_scope(path), FakeReceive([]), send
+    )
+    return send, metrics
+
+
+def test_each_response_gets_a_32_hex_request_id_that_the_app_also_sees() -> None:
+    app, scopes = responder(200, [(b"content-type", b"text/plain")])
+    send, _ = context(app)
+    start, body = send.messages
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    assert start["headers"][0] == (b"content-type", b"text/plain")
+    assert len(start["headers"]) == 2
+    name, value = start["headers"][1]
+    assert name == b"x-request-id" and HEX_ID.fullmatch(value.decode())
+    # The error handlers read the id from the scope, so the body and header agree.
+    assert scopes[0]["state"]["request_id"] == value.decode()
+    assert body == {"type": "http.response.body", "body": b"done"}
+
+
+def test_a_response_start_without_headers_still_gets_the_id() -> None:
+    app, _ = responder(204, headers=None)
+    send, _ = context(app)
+    [(name, value)] = send.messages[0]["headers"]
+    assert name == b"x-request-id" and HEX_ID.fullmatch(value.decode())
+
+
+def test_every_request_gets_its_own_id() -> None:
+    app, scopes = responder()
+    metrics = Metrics()
+    for _ in range(3):
+        context(app, metrics=metrics)
+    assert len({scope["state"]["request_id"] for scope in scopes}) == 3
+
+
+def test_an_id_the_app_already_set_is_kept_and_not_duplicated() -> None:
+    app, _ = responder(200, [(b"x-request-id", b"from-the-app")])
+    send, _ = context(app)
+    assert send.messages[0]["headers"] == [(b"x-request-id", b"from-the-app")]
+
+
+def test_known_routes_are_counted_by_path_and_status() -> None:
+    app, _ = responder(418)
+    _, metrics = context(app, "/healthz")
+    assert requests(metrics, "/healthz", "418") == 1
+    assert requests(metrics, "other", "418") == 0
+    assert observed(metrics, "/healthz")[0] == 1
+
+
+def test_unknown_paths_are_counted_as_other() -> None:
+    # Scanners probing random paths must not add a label each.
+    app, _ = responder(404)
+    metrics = Metrics()
+    context(app, "/wp-admin", metrics)
+    context(app, "/.env", metrics)
+    assert requests(metrics, "other", "404") == 2
+    assert requests(metrics, "/wp-admin", "404") == 0
+    assert observed(metrics, "other")[0] == 2
+
+
+def test_an_app_that_fails_before_answering_is_counted_as_500() -> None:
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("boom")
+
+    metrics = Metrics()
+    with pytest.raises(RuntimeError, match="boom"):
+        context(failing, "/healthz", metrics)
+    assert requests(metrics, "/healthz", "500") == 1
+    assert observed(metrics, "/healthz")[0] == 1
+
+
+class FakeTime:
+    """Stands in for the `time` module in middleware.py: perf_counter reads these values."""
+
+    def __init__(self, readings: list[float]) -> None:
+        self.readings: Iterator[float] = iter(readings)
+
+    def perf_counter(self) -> float:
+        return next(self.readings)
+
+
+def test_the_latency_observed_is_the_time_the_request_took(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(middleware, "time", FakeTime([100.0, 100.25]))
+    app, _ = responder()
+    _, metrics = context(app, "/healthz")
+    assert observed(metrics, "/healthz") == (1.0, 0.25)
+
+
+@pytest.mark.parametrize("kind", ["lifespan", "websocket"])
+def test_request_context_passes_other_scopes_through_untouched(kind: str) -> None:
+    seen: list[tuple[Scope, Receive, Send]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope, receive, send))
+
+    metrics = Metrics()
+    scope: Scope = {"type": kind}
+    receive, send = FakeReceive([]), FakeSend()
+    call(RequestContext(app, metrics=metrics, routes=ROUTES), scope, receive, send)
+    assert seen == [(scope, receive, send)]
+    assert seen[0][1] is receive and seen[0][2] is send
+    assert scope == {"type": kind}  # no request id added
+    assert b"matte_requests_total{" not in metrics.render()

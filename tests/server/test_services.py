@@ -1,0 +1,188 @@
+"""services.py: what every model route checks before it reads the body, and in what order."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from starlette.requests import Request
+
+from server.errors import ApiError, RateLimited, Unauthorized, Unavailable
+from server.keyring import Keyring
+from server.metrics import Metrics
+from server.pipeline import Pipeline
+from server.ratelimit import MemoryStore, RateLimiter
+from server.services import Readiness, Services, services_of
+from server.settings import Settings
+from tests.conftest import KEY
+from tests.fakes import ManualClock
+
+OTHER_KEY = "sk-other-key"
+ADDRESS = "203.0.113.7"
+# Stands in for the pipeline: admit only hands it out.
+PIPELINE = cast(Pipeline, object())
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore that notes which identity each hit was counted under."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def hit(self, key: str, now: float, window_s: float) -> int:
+        self.keys.append(key)
+        return super().hit(key, now, window_s)
+
+
+def services(
+    tmp_path: Path,
+    limit: int = 3,
+    state: str = "ready",
+    pipeline: Pipeline | None = PIPELINE,
+) -> tuple[Services, RecordingStore]:
+    store = RecordingStore()
+    limiter = RateLimiter(store, limit=limit, window_s=10, timeout_s=60, clock=ManualClock())
+    built = Services(
+        Settings(cache_dir=tmp_path, api_keys=frozenset({KEY, OTHER_KEY})),
+        Metrics(),
+        Keyring(frozenset({KEY, OTHER_KEY})),
+        limiter,
+        readiness=Readiness(state),  # type: ignore[arg-type]
+        pipeline=pipeline,
+    )
+    return built, store
+
+
+def request(host: str | None = ADDRESS) -> Request:
+    scope: dict[str, object] = {"type": "http", "headers": []}
+    if host is not None:
+        scope["client"] = (host, 40000)
+    return Request(scope)
+
+
+def rejected(built: Services, reason: str) -> float:
+    value = built.metrics.registry.get_sample_value("matte_rejected_total", {"reason": reason})
+    return value or 0.0
+
+
+def outcome(built: Services, key: str | None, host: str | None = ADDRESS) -> str:
+    """What admit did: 'ok', or the refusal's status."""
+    try:
+        assert built.admit(request(host), key) is PIPELINE
+    except ApiError as exc:
+        return str(exc.status)
+    return "ok"
+
+
+def key_identity(key: str) -> str:
+    # An independent reference: the first 128 bits of the key's SHA-256, in hex.
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def test_a_valid_key_gets_the_pipeline_and_is_counted_under_its_own_identity(
+    tmp_path: Path,
+) -> None:
+    built, store = services(tmp_path)
+    assert built.admit(request(), KEY) is PIPELINE
+    assert built.admit(request(), OTHER_KEY) is PIPELINE
+    assert store.keys == [key_identity(KEY), key_identity(OTHER_KEY)]
+    assert rejected(built, "unauthorized") == rejected(built, "rate_limited") == 0
+
+
+@pytest.mark.parametrize("key", [None, "", "sk-wrong"], ids=["none", "empty", "wrong"])
+def test_a_caller_without_a_valid_key_is_401_and_counted_by_address(
+    tmp_path: Path, key: str | None
+) -> None:
+    built, store = services(tmp_path)
+    with pytest.raises(Unauthorized) as refused:
+        built.admit(request(), key)
+    assert refused.value.status == 401
+    assert refused.value.messages == ("authorization: invalid or missing header value",)
+    assert store.keys == [f"ip:{ADDRESS}"]
+    assert rejected(built, "unauthorized") == 1
+    assert rejected(built, "rate_limited") == 0
+
+
+def test_a_caller_without_an_address_is_counted_as_unknown(tmp_path: Path) -> None:
+    built, store = services(tmp_path)
+    assert outcome(built, "sk-wrong", host=None) == "401"
+    assert store.keys == ["ip:unknown"]
+
+
+def test_refused_requests_count_toward_the_limit(tmp_path: Path) -> None:
+    # README: "Every request to a model route counts, refused ones included." So the
+    # limiter runs before the key check, and 401s use up the address's budget.
+    built, _ = services(tmp_path, limit=3)
+    outcomes = [outcome(built, "sk-wrong") for _ in range(5)]
+    assert outcomes == ["401", "401", "401", "429", "429"]
+    assert rejected(built, "unauthorized") == 3
+    assert rejected(built, "rate_limited") == 2
+
+
+def test_151_different_wrong_keys_are_limited_by_their_address(tmp_path: Path) -> None:
+    # With the default limit: guessing keys cannot escape the limit by changing the key.
+    defaults = Settings(cache_dir=tmp_path)
+    built, store = services(tmp_path, limit=defaults.rate_limit_requests)
+    outcomes = [outcome(built, f"sk-guess-{i}") for i in range(151)]
+    assert outcomes == ["401"] * 150 + ["429"]
+    assert set(store.keys) == {f"ip:{ADDRESS}"}
+    # Another address is not affected.
+    assert outcome(built, "sk-guess-151", host="198.51.100.1") == "401"
+
+
+def test_a_valid_keys_budget_is_separate_from_its_address(tmp_path: Path) -> None:
+    built, _ = services(tmp_path, limit=3)
+    # Guessing from the address uses up the address's budget, never the real key's.
+    assert [outcome(built, "sk-wrong") for _ in range(4)] == ["401", "401", "401", "429"]
+    assert [outcome(built, KEY) for _ in range(4)] == ["ok", "ok", "ok", "429"]
+    # ... and each valid key has its own budget.
+    assert outcome(built, OTHER_KEY) == "ok"
+
+
+def test_the_limit_is_checked_before_readiness_and_auth_before_readiness(
+    tmp_path: Path,
+) -> None:
+    built, _ = services(tmp_path, limit=1, state="loading")
+    assert outcome(built, KEY) == "503"
+    assert outcome(built, KEY) == "429"
+    assert outcome(built, "sk-wrong") == "401"
+
+
+@pytest.mark.parametrize(
+    ("state", "pipeline"),
+    [("loading", PIPELINE), ("failed", PIPELINE), ("stopping", PIPELINE), ("ready", None)],
+)
+def test_a_server_that_is_not_ready_answers_503_with_retry_after_5(
+    tmp_path: Path, state: str, pipeline: Pipeline | None
+) -> None:
+    built, _ = services(tmp_path, state=state, pipeline=pipeline)
+    with pytest.raises(Unavailable) as refused:
+        built.admit(request(), KEY)
+    assert refused.value.status == 503
+    assert refused.value.messages == ("server: the model is not loaded yet, please retry shortly",)
+    assert refused.value.headers == {"retry-after": "5"}
+
+
+def test_a_rate_limited_request_is_429_and_counted(tmp_path: Path) -> None:
+    built, _ = services(tmp_path, limit=1)
+    built.admit(request(), KEY)
+    with pytest.raises(RateLimited) as refused:
+        built.admit(request(), KEY)
+    assert refused.value.status == 429
+    assert refused.value.headers == {"retry-after": "60"}
+    assert rejected(built, "rate_limited") == 1
+    assert rejected(built, "unauthorized") == 0
+
+
+def test_readiness_starts_as_loading_with_nothing_known() -> None:
+    assert Readiness() == Readiness("loading", None, None, None)
+
+
+def test_services_of_finds_the_apps_services(tmp_path: Path) -> None:
+    built, _ = services(tmp_path)
+    app = SimpleNamespace(state=SimpleNamespace(services=built))
+    assert services_of(Request({"type": "http", "headers": [], "app": app})) is built
