@@ -34,8 +34,13 @@ run: model
 test: model model-int8
 	$(PY) -m pytest
 
+# mypy --strict; models/ and benchmarks/ are script folders (their files import
+# each other by bare name), so each is checked on its own path.
 lint: install
 	$(PY) -m ruff check server tests models benchmarks
+	$(PY) -m mypy server tests
+	MYPYPATH=models $(PY) -m mypy models/*.py
+	MYPYPATH=benchmarks $(PY) -m mypy benchmarks/*.py
 
 bench: model
 	$(PY) benchmarks/run.py

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -78,18 +79,18 @@ def worker(fixtures: Path, photo: str, size: str, mode: str, out: Path) -> None:
     print(json.dumps({"wall": wall, "cpu": cpu, "peak": peak, "baseline": baseline}))
 
 
-def run_case(fixtures: Path, photo: str, size: str, mode: str, tmp: Path) -> dict:
+def run_case(fixtures: Path, photo: str, size: str, mode: str, tmp: Path) -> dict[str, Any]:
     out = tmp / f"{photo}-{size}-{mode}.npy"
     command = [sys.executable, __file__, "--worker", photo, size, mode, str(out)]
     command += ["--fixtures", str(fixtures)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     # pymatting prints ichol warnings on stdout: the result is the last line.
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["alpha"] = np.load(out)
     return result
 
 
-def first_call(fixtures: Path, cache_dir: Path) -> dict:
+def first_call(fixtures: Path, cache_dir: Path) -> dict[str, float]:
     """Import + warm_up, then one refine_alpha, in a fresh process on `cache_dir`."""
     code = (
         "import sys, time, json; t = time.perf_counter();"
@@ -104,7 +105,8 @@ def first_call(fixtures: Path, cache_dir: Path) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    timings: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return timings
 
 
 def main() -> None:

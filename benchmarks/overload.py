@@ -115,7 +115,7 @@ async def _once(client: httpx.AsyncClient, endpoint: Endpoint) -> Answer:
 
 def _has_retry_after(response: httpx.Response) -> bool:
     value = response.headers.get("retry-after", "")
-    return value.strip().isdigit()
+    return bool(value.strip().isdigit())
 
 
 def _is_error_body(response: httpx.Response) -> bool:

@@ -202,7 +202,7 @@ def tensor_ranges(calibrator: HistogramCalibrater, producers: Mapping[str, str])
 
     ranges: dict[str, Any] = {}
     for percentile, encoder in ((ENCODER_PERCENTILE, True), (DECODER_PERCENTILE, False)):
-        calibrator.collector.percentile = percentile  # type: ignore[union-attr]
+        calibrator.collector.percentile = percentile
         with contextlib.redirect_stdout(io.StringIO()):
             computed = calibrator.compute_data()
         for name, data in computed.items():

@@ -210,7 +210,7 @@ def collect_histograms(
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    class OneInput(CalibrationDataReader):
+    class OneInput(CalibrationDataReader):  # type: ignore[misc]  # ORT ships no types
         def __init__(self, tensor: np.ndarray) -> None:
             self.pending = [tensor]
 

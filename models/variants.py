@@ -198,7 +198,8 @@ def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 def _cast_target(node: onnx.NodeProto) -> int:
     # Looked up by name: newer opsets give Cast a second attribute, `saturate`.
-    return next(attr.i for attr in node.attribute if attr.name == "to")
+    target: int = next(attr.i for attr in node.attribute if attr.name == "to")
+    return target
 
 
 def drop_identity_casts(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -298,7 +299,8 @@ def synth_image(height: int, width: int, variant: int = 0) -> np.ndarray:
     mask = 1.0 / (1.0 + np.exp(np.minimum((d - 1.0) * 12.0, 50.0)))  # clip: no exp overflow
     shade = 1.0 - 0.45 * np.sqrt(np.minimum(d, 1.0))
     subject = np.stack([220 * shade, 130 * shade, 90 * shade + 30 * y])
-    return (background * (1 - mask) + subject * mask).astype(np.float32)
+    image: np.ndarray = (background * (1 - mask) + subject * mask).astype(np.float32)
+    return image
 
 
 def synth_batch(input_shape: Sequence[int], batch: int) -> np.ndarray:
@@ -307,7 +309,8 @@ def synth_batch(input_shape: Sequence[int], batch: int) -> np.ndarray:
     _, _, height, width = input_shape
     images = [synth_image(height, width, variant=i) for i in range(batch)]
     # Same normalisation the client applies: pixel / 255 - 0.5.
-    return (np.stack(images) / 255.0 - 0.5).astype(np.float32)
+    batched: np.ndarray = (np.stack(images) / 255.0 - 0.5).astype(np.float32)
+    return batched
 
 
 def run_cpu(path: Path, input_name: str, output_name: str, batch: np.ndarray) -> np.ndarray:
@@ -316,7 +319,8 @@ def run_cpu(path: Path, input_name: str, output_name: str, batch: np.ndarray) ->
     options = ort.SessionOptions()
     options.log_severity_level = 3  # fp16-on-CPU fallback warnings are expected
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run([output_name], {input_name: batch})[0]
+    output: np.ndarray = session.run([output_name], {input_name: batch})[0]
+    return output
 
 
 def minmax(array: np.ndarray) -> np.ndarray:
@@ -326,7 +330,8 @@ def minmax(array: np.ndarray) -> np.ndarray:
     axes = tuple(range(1, array.ndim))
     low = array.min(axis=axes, keepdims=True)
     high = array.max(axis=axes, keepdims=True)
-    return (array - low) / np.maximum(high - low, 1e-8)
+    scaled: np.ndarray = (array - low) / np.maximum(high - low, 1e-8)
+    return scaled
 
 
 def compare_outputs(reference: np.ndarray, fp16: np.ndarray, fp32: np.ndarray) -> dict[str, float]:

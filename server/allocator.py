@@ -30,7 +30,7 @@ def keep_big_blocks_on_mmap(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool
         return False  # not glibc (musl, macOS): their allocators do not behave this way
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1
+    done = bool(mallopt(_M_MMAP_THRESHOLD, threshold_bytes) == 1)
     if not done:
         log.warning("could not set the allocator's mmap threshold; memory may run higher")
     return done

@@ -107,7 +107,8 @@ class OnnxEngine:
             output = self._session.run([self._output_name], {self._input_name: batch})[0]  # type: ignore[attr-defined]
         else:
             output = self._run_bound(batch, self._bind_to)
-        return output.reshape(batch.shape[0], SIDE, SIDE)
+        shaped: np.ndarray = output.reshape(batch.shape[0], SIDE, SIDE)
+        return shaped
 
     def _run_bound(self, batch: np.ndarray, device: str) -> np.ndarray:
         binding = self._session.io_binding()  # type: ignore[attr-defined]

@@ -53,7 +53,8 @@ def to_batch(images: Sequence[np.ndarray]) -> np.ndarray:
 
 def to_tensor(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> (3, 1024, 1024) float32 model input for one photo."""
-    return to_batch([to_model_size(rgb)])[0]
+    tensor: np.ndarray = to_batch([to_model_size(rgb)])[0]
+    return tensor
 
 
 def to_mask(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:

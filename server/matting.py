@@ -23,6 +23,7 @@ compile on a cold cache, which belongs in `warm_up`, not in `import server.matti
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -184,6 +185,7 @@ def _alpha_in_box(
     h, w = tri.shape
     scale = min(scale, math.sqrt(working_pixels / (h * w)))
     small_tri, size = _working_trimap(tri, scale, max_unknown)
+    alpha: Floats
     if size == (w, h):
         alpha = _solve_closed_form(rgb, small_tri, mask)
     else:
@@ -191,7 +193,7 @@ def _alpha_in_box(
         small_mask = _resize(mask, size, Image.Resampling.BOX)
         small_alpha = _solve_closed_form(small_rgb, small_tri, small_mask)
         alpha = _guided_upsample(small_rgb, small_alpha, rgb)
-    out = np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+    out: Gray = np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
     # The full-resolution trimap is the contract: known stays exactly 0 or 255.
     out[tri == FOREGROUND] = FOREGROUND
     out[tri == BACKGROUND] = BACKGROUND
@@ -239,7 +241,7 @@ def _solve_closed_form(rgb: RGB, tri: Gray, guess: Gray) -> npt.NDArray[np.float
     start = guess[unknown].astype(np.float64) / 255
     preconditioner = ichol(laplacian, shifts=_ICHOL_SHIFTS)
     values = cg(laplacian, rhs, x0=start, M=preconditioner, rtol=_CG_RTOL, maxiter=_CG_MAXITER)
-    alpha = (tri == FOREGROUND).astype(np.float64)
+    alpha: npt.NDArray[np.float64] = (tri == FOREGROUND).astype(np.float64)
     alpha[unknown] = values
     return alpha
 
@@ -315,7 +317,7 @@ def _guided_upsample(small_rgb: RGB, small_alpha: Floats, rgb: RGB) -> npt.NDArr
     """Alpha at the size of `rgb`: guided-filter coefficients found at working resolution,
     upsampled bilinearly, applied to the full-resolution colours (He & Sun's fast guided
     filter). Edges follow the full-resolution image instead of being blurred by the zoom."""
-    guide = small_rgb.astype(np.float32) / 255
+    guide = small_rgb.astype(np.float32) / np.float32(255)
     a, b = _guided_coefficients(guide, small_alpha.astype(np.float32))
     size = (rgb.shape[1], rgb.shape[0])
     out = _resize(b, size, Image.Resampling.BILINEAR)
@@ -332,7 +334,10 @@ def _guided_coefficients(
     target ~ a . guide + b by regularised least squares."""
 
     def mean(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return ndimage.uniform_filter(x, size=2 * _GUIDE_RADIUS + 1, mode="nearest")
+        filtered: npt.NDArray[np.float32] = ndimage.uniform_filter(
+            x, size=2 * _GUIDE_RADIUS + 1, mode="nearest"
+        )
+        return filtered
 
     mean_i = [mean(guide[..., c]) for c in range(3)]
     mean_t = mean(target)
@@ -360,7 +365,7 @@ def _solve_symmetric_3x3(
     c11 = m[0, 0] * m[2, 2] - m[0, 2] ** 2
     c12 = m[0, 1] * m[0, 2] - m[0, 0] * m[1, 2]
     c22 = m[0, 0] * m[1, 1] - m[0, 1] ** 2
-    inv_det = 1 / (m[0, 0] * c00 + m[0, 1] * c01 + m[0, 2] * c02)
+    inv_det = np.float32(1) / (m[0, 0] * c00 + m[0, 1] * c01 + m[0, 2] * c02)
     return [
         (c00 * v[0] + c01 * v[1] + c02 * v[2]) * inv_det,
         (c01 * v[0] + c11 * v[1] + c12 * v[2]) * inv_det,
@@ -394,7 +399,9 @@ def _foreground(rgb: RGB, alpha: Gray, box: tuple[slice, slice]) -> RGB:
 # --- small helpers -----------------------------------------------------------------------
 
 
-def _resize(array: npt.NDArray, size: tuple[int, int], resample: Image.Resampling) -> npt.NDArray:
+def _resize(
+    array: npt.NDArray[Any], size: tuple[int, int], resample: Image.Resampling
+) -> npt.NDArray[Any]:
     """PIL resize of a uint8 gray/RGB or a float32 single-channel array to `size` (w, h)."""
     # np.array, not np.asarray: the result must be writable.
     return np.array(Image.fromarray(array).resize(size, resample))

@@ -42,7 +42,7 @@ def encode_png(pixels: np.ndarray, level: int) -> bytes:
         (
             _SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(filtered, level)),
+            _chunk(b"IDAT", zlib.compress(filtered.data, level)),
             _chunk(b"IEND", b""),
         )
     )

@@ -144,7 +144,10 @@ def post(
     **fields: str,
 ) -> httpx.Response:
     files = {"image": (filename, image, "application/octet-stream")} if image is not None else None
-    return client.post(PATH, headers={**AUTH, **(headers or {})}, files=files, data=fields or None)
+    response: httpx.Response = client.post(
+        PATH, headers={**AUTH, **(headers or {})}, files=files, data=fields or None
+    )
+    return response
 
 
 def assert_error(response: httpx.Response, status: int, name: str, message: str) -> None:

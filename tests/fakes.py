@@ -23,7 +23,8 @@ class BrightnessEngine:
         with self._lock:
             self.batches.append(len(batch))
         # Inputs are pixel/255 - 0.5: above 0 is brighter than mid-grey.
-        return (batch.mean(axis=1) > 0).astype(np.float32)
+        prediction: np.ndarray = (batch.mean(axis=1) > 0).astype(np.float32)
+        return prediction
 
 
 class BrokenEngine(BrightnessEngine):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -12,22 +12,22 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def overload() -> Iterator[ModuleType]:
+def overload() -> Iterator[Any]:
     # The harness is a script directory whose modules import each other by bare name.
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import overload as module
+        import overload as module  # type: ignore[import-not-found]
 
         yield module
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
-def answers(overload: ModuleType, *spec: tuple[int, float, bool, bool]) -> list[object]:
+def answers(overload: Any, *spec: tuple[int, float, bool, bool]) -> list[object]:
     return [overload.Answer(*item) for item in spec]
 
 
-def result(overload: ModuleType, spec: list[tuple[int, float, bool, bool]]) -> object:
+def result(overload: Any, spec: list[tuple[int, float, bool, bool]]) -> Any:
     # Two slots plus two in line: a burst of six must see at least two refused.
     return overload.OverloadResult(1, 2, 2, answers(overload, *spec))
 
@@ -37,7 +37,7 @@ FAST_503 = (503, 0.01, True, True)
 
 
 def test_the_surplus_refused_at_once_and_well_formed_meets_the_target(
-    overload: ModuleType,
+    overload: Any,
 ) -> None:
     probe = result(overload, [OK] * 4 + [FAST_503] * 2)
     assert probe.expected_refused == 2 and len(probe.refused_at_once) == 2
@@ -55,14 +55,14 @@ def test_the_surplus_refused_at_once_and_well_formed_meets_the_target(
     ],
 )
 def test_a_surplus_not_refused_at_once_in_shape_fails_the_target(
-    overload: ModuleType, surplus: tuple[int, float, bool, bool], why: str
+    overload: Any, surplus: tuple[int, float, bool, bool], why: str
 ) -> None:
     probe = result(overload, [OK] * 4 + [FAST_503, surplus])
     assert not probe.met, why
 
 
 def test_late_503s_are_counted_apart_and_do_not_count_as_refused_at_once(
-    overload: ModuleType,
+    overload: Any,
 ) -> None:
     late = (503, 31.0, True, True)  # waited out MATTE_QUEUE_TIMEOUT_S in line
     probe = result(overload, [OK] * 3 + [late] + [FAST_503] * 2)
@@ -70,12 +70,12 @@ def test_late_503s_are_counted_apart_and_do_not_count_as_refused_at_once(
     assert probe.refused_latency(100) == pytest.approx(0.01)
 
 
-def test_a_burst_within_the_bounds_cannot_meet_the_target(overload: ModuleType) -> None:
+def test_a_burst_within_the_bounds_cannot_meet_the_target(overload: Any) -> None:
     # Nothing needed refusing, so the probe proved nothing.
     probe = result(overload, [OK] * 4)
     assert probe.expected_refused == 0 and not probe.met
 
 
-def test_connection_failures_count_as_other(overload: ModuleType) -> None:
+def test_connection_failures_count_as_other(overload: Any) -> None:
     probe = result(overload, [OK] * 4 + [FAST_503, (0, 0.5, False, False)])
     assert probe.other == 1 and probe.ok == 4 and len(probe.refused) == 1

@@ -113,7 +113,7 @@ def test_each_option_alone(field: str, raw: str, value: object) -> None:
 def test_both_boolean_forms_in_any_case(field: str, raw: str, value: bool) -> None:
     assert getattr(parse(**{field: raw}), field) is value
     # Over the opposite base too, so the value is really read, not left at the default.
-    base = dataclasses.replace(CutoutOptions(), **{field: not value})
+    base = dataclasses.replace(CutoutOptions(), **{field: not value})  # type: ignore[arg-type]
     assert getattr(base.with_fields({field: raw}.get), field) is value
 
 
@@ -223,7 +223,7 @@ def test_the_threshold_cross_check_also_guards_a_given_base() -> None:
         alpha_matting_foreground_threshold=50, alpha_matting_background_threshold=50
     )
     with pytest.raises(BadRequest) as error:
-        base.with_fields({}.get)
+        base.with_fields(lambda name: None)
     assert error.value.messages == (THRESHOLD_MESSAGE,)
 
 

@@ -352,7 +352,8 @@ def test_bad_input_is_400_naming_the_field(
     if image is None:
         response = client.post(PATH, headers=AUTH, files={"other": ("a", b"x")}, data=fields)
     else:
-        response = post(client, image, **fields)
+        assert isinstance(image, bytes)
+        response = post(client, image, None, "photo.jpg", **fields)
     assert_error(response, 400, "bad_request", message)
 
 
