@@ -96,4 +96,6 @@ def _size(limit_bytes: int) -> str:
 
 
 def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    # 60.0 -> "60", 0.5 -> "0.5"; the settings' ranges (up to 86,400 s) stay short of
+    # the 1e6 where :g would switch to an exponent.
+    return f"{value:g}"

@@ -74,12 +74,13 @@ def check_size(width: int, height: int, limits: Limits) -> None:
 def _to_picture(image: Image.Image) -> Picture:
     if image.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip 16-bit values at 255 and turn the photo white.
+        # 32-bit "I" values past 16 bits saturate at white. (A float "F" image needs no
+        # such care: Pillow's own conversion below truncates and clips it to 8 bits.)
         wide = np.asarray(image, dtype=np.uint32)
-        image = Image.fromarray((wide >> 8).clip(0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.minimum(wide >> 8, 255).astype(np.uint8))
     # "transparency" is a palette entry (P) or a colour key (a PNG's tRNS in L or RGB).
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    # ("La", premultiplied LA, is left out: Pillow cannot convert it to RGBA.)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"))
         alpha = rgba[:, :, 3]

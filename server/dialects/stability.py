@@ -85,7 +85,7 @@ def reply_kind(accept: str | None) -> Reply:
     """`image/*` (also missing or `*/*`) or `application/json`; anything else is refused."""
     if accept is None or not accept.strip():
         return "image"
-    ranges = [item.split(";", 1)[0].strip().lower() for item in accept.split(",")]
+    ranges = [item.partition(";")[0].strip().lower() for item in accept.split(",")]
     if "application/json" in ranges:
         return "json"
     if "image/*" in ranges or "*/*" in ranges:

@@ -189,6 +189,29 @@ def test_a_waiter_that_goes_away_behind_another_hands_nothing_on() -> None:
     run(main)
 
 
+def test_a_waiter_passed_over_while_it_leaves_goes_quietly() -> None:
+    async def main() -> None:
+        admission = Admission(slots=1, line=3, max_wait_s=10, metrics=Metrics())
+        order: list[str] = []
+        with admission.ticket() as mine:
+            async with mine.slot():
+                b = asyncio.create_task(hold(admission, order, "b", asyncio.Event()))
+                await asyncio.sleep(0.01)  # b waits for the slot
+                # b's client goes away, and the slot frees before b runs again: the release
+                # skips b's cancelled waiter, so b no longer finds itself in the line.
+                b.cancel()
+        await asyncio.gather(b, return_exceptions=True)
+        assert b.cancelled()  # its own cancellation, not an error from leaving the line
+        assert order == [] and admission.busy_slots == 0
+        c = asyncio.create_task(hold(admission, order, "c", asyncio.Event()))
+        await asyncio.sleep(0.01)
+        assert order == ["c"]
+        c.cancel()
+        await asyncio.gather(c, return_exceptions=True)
+
+    run(main)
+
+
 def test_a_slot_handed_to_a_waiter_that_just_went_away_passes_to_the_next() -> None:
     async def main() -> None:
         metrics = Metrics()

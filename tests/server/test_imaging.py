@@ -396,7 +396,6 @@ def test_one_pixel_short_of_opaque_keeps_the_alpha() -> None:
 )
 def test_every_mode_with_alpha_keeps_it(mode: str, raw: bytes) -> None:
     # Modes that no accepted decoder makes today (PA, RGBa) are covered here directly.
-    # ("La" is in the list too, but Pillow 13 cannot convert it at all.)
     picture = _to_picture(Image.frombytes(mode, (2, 1), raw))
     assert picture.alpha is not None and np.array_equal(picture.alpha, [[255, 0]])
 

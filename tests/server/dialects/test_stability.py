@@ -682,6 +682,7 @@ def test_bearer_key(header: str | None, key: str | None) -> None:
         ("application/json", "json"),
         ("Application/JSON", "json"),
         ("application/json; charset=utf-8", "json"),
+        ("application/json;q=0.9;level=1", "json"),  # the media range ends at the first ";"
         ("image/*, application/json", "json"),
         ("*/*,application/json", "json"),
     ],
