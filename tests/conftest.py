@@ -48,6 +48,18 @@ def pytest_configure(config: pytest.Config) -> None:
             del os.environ[name]
 
 
+# Real-model tests load the model or start a server first, and give those their
+# own deadlines of up to 300 s (a busy 2-core machine); the fast tests keep the
+# 120 s of pyproject.toml, so a deadlock there still fails quickly.
+MODEL_TEST_TIMEOUT_S = 420
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("model") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(MODEL_TEST_TIMEOUT_S))
+
+
 def model_settings(**changes: object) -> Settings:
     """Settings for the real prepared model: defaults, the caller's cache dir, `changes`."""
     cache = {name: os.environ[name] for name in INHERITED[:1] if name in os.environ}
