@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -18,21 +19,42 @@ from starlette.routing import BaseRoute, Route
 from . import matting
 from .admission import Admission
 from .dialects import Dialect
+from .dialects.modelslab import ModelsLabDialect
+from .dialects.octoai import OctoAIDialect
+from .dialects.omixa import OmixaDialect
 from .dialects.stability import StabilityDialect
 from .engine import Engine, OnnxEngine, warm_up
 from .errors import ApiError, InternalError, MethodNotAllowed, NotFound
 from .keyring import Keyring
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit, RequestContext
+from .outbound import Outbound
 from .pipeline import Pipeline
 from .ratelimit import MemoryStore, RateLimiter, RateLimitStore
+from .results import ResultStore
 from .scheduler import Scheduler
 from .services import Readiness, Services
 from .settings import Settings
+from .webhooks import Webhooks
 
 log = logging.getLogger("matte")
 
 EngineFactory = Callable[[Settings], Engine]
+SWEEP_INTERVAL_S = 60.0
+
+# Headers the JSON dialects' browser clients send, so a CORS preflight lets them
+# through: @octoai/client's X-OctoAI-Async, the openai package's X-Stainless-*.
+CLIENT_HEADERS = (
+    "x-octoai-async",
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
 
 
 def create_app(
@@ -40,9 +62,11 @@ def create_app(
     engine: Engine | None = None,
     store: RateLimitStore | None = None,
     clock: Callable[[], float] | None = None,
+    outbound: Outbound | None = None,
 ) -> Starlette:
     """Build the app. By default the lifespan loads the ONNX model that `settings`
-    names; tests hand in a small fake `engine` (and a `clock` for the limiter)."""
+    names; tests hand in a small fake `engine`, a `clock` for the limiter and the
+    result store, and an `outbound` guard that may reach their own local servers."""
     metrics = Metrics()
     limiter = RateLimiter(
         store if store is not None else MemoryStore(),
@@ -52,8 +76,26 @@ def create_app(
     )
     if clock is not None:
         limiter.clock = clock
-    services = Services(settings, metrics, Keyring(settings.api_keys), limiter)
-    dialects: list[Dialect] = [StabilityDialect()]
+    guard = outbound
+    if guard is None:
+        guard = Outbound(settings.outbound_enabled, timeout_s=settings.outbound_timeout_s)
+    services = Services(
+        settings,
+        metrics,
+        Keyring(settings.api_keys),
+        limiter,
+        outbound=guard,
+        results=ResultStore(
+            settings.results_ttl_s, settings.results_max_bytes, clock or time.monotonic
+        ),
+        webhooks=Webhooks(guard),
+    )
+    dialects: list[Dialect] = [
+        StabilityDialect(),
+        OmixaDialect(),
+        OctoAIDialect(),
+        ModelsLabDialect(),
+    ]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -70,8 +112,14 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "accept", "content-type"],
-                expose_headers=["finish-reason", "seed", "x-request-id", "retry-after"],
+                allow_headers=["authorization", "accept", "content-type", *CLIENT_HEADERS],
+                expose_headers=[
+                    "finish-reason",
+                    "seed",
+                    "x-request-id",
+                    "retry-after",
+                    "x-should-retry",
+                ],
                 max_age=600,
             )
         )
@@ -101,17 +149,29 @@ def _lifespan(
         # Loading (seconds) happens in the background so /healthz answers at once
         # and /readyz says 503 until the model is warm.
         loader = asyncio.create_task(_load(services, factory))
+        sweeper = asyncio.create_task(_sweep(services.results))
         try:
             yield
         finally:
             services.readiness.state = "stopping"
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            for task in (loader, sweeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # Deliveries still retrying are dropped: shutdown must not wait out back-off.
+            await services.webhooks.close()
             if services.pipeline is not None:
                 await services.pipeline.scheduler.stop()
 
     return lifespan
+
+
+async def _sweep(results: ResultStore) -> None:
+    """Drop expired results now and then, so their memory goes back without waiting
+    for the next result (lookups never serve an expired one anyway)."""
+    while True:
+        await asyncio.sleep(min(results.ttl_s, SWEEP_INTERVAL_S))
+        results.purge()
 
 
 async def _load(services: Services, factory: EngineFactory) -> None:

@@ -6,6 +6,8 @@ them, so every API keeps its own error shape while the checks are shared.
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ApiError(Exception):
     """An error with an HTTP status and client-safe messages."""
@@ -22,9 +24,29 @@ class ApiError(Exception):
         return "An unexpected server error has occurred, please try again later."
 
 
+# What was wrong with a client's value, for dialects whose error bodies say so
+# (OctoAI's FastAPI-style `type`): no field, a value of the wrong JSON type, a
+# value out of range or of the wrong form, or a body that is not JSON at all.
+Problem = Literal["missing", "type_error", "value_error", "json_invalid"]
+
+
 class BadRequest(ApiError):
+    """A request the client must change. `field` names the part of the body at fault
+    (None: the request as a whole), so a dialect can point at it in its own shape."""
+
     status = 400
     name = "bad_request"
+
+    def __init__(
+        self,
+        *messages: str,
+        field: str | None = None,
+        problem: Problem = "value_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(*messages, headers=headers)
+        self.field = field
+        self.problem: Problem = problem
 
 
 class Unauthorized(ApiError):

@@ -41,21 +41,40 @@ class CutoutOptions:
             raw = field(name)
             if raw is not None and raw.strip():
                 changes[name] = parse(name, raw.strip())
-        options = dataclasses.replace(self, **changes)
-        if options.alpha_matting_foreground_threshold <= options.alpha_matting_background_threshold:
+        return dataclasses.replace(self, **changes).checked()
+
+    def checked(self) -> CutoutOptions:
+        """These options, once every value is in its range and the thresholds agree.
+
+        For options built from typed values (the JSON dialects): the same limits
+        as the text parsers below, each error naming its field.
+        """
+        check_format("output_format", self.output_format)
+        fg, bg = self.alpha_matting_foreground_threshold, self.alpha_matting_background_threshold
+        check_int("alpha_matting_foreground_threshold", fg, 0, 255)
+        check_int("alpha_matting_background_threshold", bg, 0, 255)
+        check_int("alpha_matting_erode_size", self.alpha_matting_erode_size, 0, MAX_ERODE_SIZE)
+        if self.bgcolor is not None:
+            check_bgcolor("bgcolor", self.bgcolor)
+        if fg <= bg:
             raise BadRequest(
                 "alpha_matting_foreground_threshold: must be greater than "
-                "alpha_matting_background_threshold"
+                "alpha_matting_background_threshold",
+                field="alpha_matting_foreground_threshold",
             )
-        return options
+        return self
 
 
 def parse_format(name: str, raw: str) -> OutputFormat:
-    value = raw.lower()
+    return check_format(name, raw.lower())
+
+
+def check_format(name: str, value: str) -> OutputFormat:
+    """`value` as an output format: exactly one of OUTPUT_FORMATS (already lower case)."""
     for fmt in OUTPUT_FORMATS:
         if value == fmt:
             return fmt
-    raise BadRequest(f"{name}: must be one of {', '.join(OUTPUT_FORMATS)}")
+    raise BadRequest(f"{name}: must be one of {', '.join(OUTPUT_FORMATS)}", field=name)
 
 
 def parse_bool(name: str, raw: str) -> bool:
@@ -64,7 +83,7 @@ def parse_bool(name: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise BadRequest(f"{name}: must be true or false")
+    raise BadRequest(f"{name}: must be true or false", field=name)
 
 
 def parse_level(name: str, raw: str) -> int:
@@ -81,21 +100,31 @@ def parse_bgcolor(name: str, raw: str) -> tuple[int, ...]:
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     items = [item.strip() for item in text.split(",")]
-    message = f"{name}: must be 3 or 4 integers from 0 to 255, like 255,0,0 or [255, 0, 0, 255]"
     if len(items) not in (3, 4) or not all(re.fullmatch(r"\d{1,3}", item) for item in items):
-        raise BadRequest(message)
-    values = tuple(int(item) for item in items)
-    if any(value > 255 for value in values):
-        raise BadRequest(message)
+        raise BadRequest(_bgcolor_message(name), field=name)
+    return check_bgcolor(name, tuple(int(item) for item in items))
+
+
+def check_bgcolor(name: str, values: tuple[int, ...]) -> tuple[int, ...]:
+    """3 or 4 channel values (red, green, blue, alpha), each 0-255."""
+    if len(values) not in (3, 4) or any(not 0 <= value <= 255 for value in values):
+        raise BadRequest(_bgcolor_message(name), field=name)
     return values
+
+
+def _bgcolor_message(name: str) -> str:
+    return f"{name}: must be 3 or 4 integers from 0 to 255, like 255,0,0 or [255, 0, 0, 255]"
 
 
 def _parse_int(name: str, raw: str, low: int, high: int) -> int:
     if not re.fullmatch(r"[+-]?\d{1,9}", raw):
-        raise BadRequest(f"{name}: must be an integer from {low} to {high}")
-    value = int(raw)
+        raise BadRequest(f"{name}: must be an integer from {low} to {high}", field=name)
+    return check_int(name, int(raw), low, high)
+
+
+def check_int(name: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
-        raise BadRequest(f"{name}: must be an integer from {low} to {high}")
+        raise BadRequest(f"{name}: must be an integer from {low} to {high}", field=name)
     return value
 
 

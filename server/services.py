@@ -10,9 +10,12 @@ from starlette.requests import Request
 from .errors import RateLimited, Unauthorized, Unavailable
 from .keyring import Keyring
 from .metrics import Metrics
+from .outbound import Outbound
 from .pipeline import Pipeline
 from .ratelimit import RateLimiter
+from .results import ResultStore
 from .settings import Settings
+from .webhooks import Webhooks
 
 
 @dataclass
@@ -31,15 +34,29 @@ class Services:
     limiter: RateLimiter
     readiness: Readiness = field(default_factory=Readiness)
     pipeline: Pipeline | None = None
+    # Requests to other hosts, results kept for URL replies, webhook deliveries.
+    # create_app builds them from the settings; these defaults (the guard off)
+    # serve tests that build Services by hand.
+    outbound: Outbound = field(default_factory=lambda: Outbound(False))
+    results: ResultStore = field(
+        default_factory=lambda: ResultStore(Settings.results_ttl_s, Settings.results_max_bytes)
+    )
+    webhooks: Webhooks = field(default_factory=lambda: Webhooks(Outbound(False)))
 
-    def admit(self, request: Request, presented_key: str | None) -> Pipeline:
+    def admit(
+        self, request: Request, presented_key: str | None, *, keyless_when_open: bool = False
+    ) -> Pipeline:
         """The checks every model route makes before it reads the body.
 
         Every request counts against the rate limit, refused ones included:
         the limit protects the server. A caller without a valid key is counted
         by address, so guessing keys cannot lock out a real one.
+
+        `keyless_when_open`: with no keys configured, a request without a key
+        is let in too (counted by address), for clients that cannot send one
+        (octoai 1.11's `infer()` sends no Authorization header).
         """
-        valid = self.keyring.accepts(presented_key)
+        valid = self.keyring.accepts(presented_key) or (keyless_when_open and self.keyring.open)
         if valid and presented_key:
             identity = Keyring.identity(presented_key)
         else:
@@ -52,6 +69,12 @@ class Services:
         if not valid:
             self.metrics.rejected.labels("unauthorized").inc()
             raise Unauthorized()
+        return self.ready_pipeline()
+
+    def ready_pipeline(self) -> Pipeline:
+        """The pipeline, or 503 while the model is not loaded. On its own for routes
+        whose key is in the body (ModelsLab): they take their ticket before the body,
+        so before `admit`."""
         if self.readiness.state != "ready" or self.pipeline is None:
             raise Unavailable("server: the model is not loaded yet, please retry shortly", 5)
         return self.pipeline

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 Provider = Literal["auto", "cuda", "cpu"]
 Precision = Literal["full", "int8"]
@@ -87,6 +88,20 @@ class Settings:
     # the band's box when it has more: this is what bounds its time and memory
     # (see matting.py; plants-1 at 4 MP: 2.7 s CPU, +170 MB, instead of 116 s and 3 GB).
     matting_max_unknown_pixels: int = 65_536
+
+    # Requests to other hosts on a client's behalf (ModelsLab's image URLs and
+    # webhooks): off unless the operator turns them on, and then each one passes
+    # server/outbound.py's checks; `outbound_timeout_s` bounds one whole exchange.
+    outbound_enabled: bool = False
+    outbound_timeout_s: float = 10.0
+
+    # Results answered by URL (ModelsLab's `output`), kept in memory. The cap's
+    # floor fits the largest possible result (a 4,194,304-pixel RGBA PNG, ~17 MB).
+    # `public_base_url`: how clients reach this server (behind a proxy); None: the
+    # request's own base URL.
+    public_base_url: str | None = None
+    results_ttl_s: float = 3600.0
+    results_max_bytes: int = 256 * MIB
 
     @property
     def cores(self) -> int:
@@ -180,6 +195,15 @@ class Settings:
                 1_024,
                 4_194_304,
             ),
+            outbound_enabled=reader.boolean("MATTE_OUTBOUND_ENABLED", defaults.outbound_enabled),
+            outbound_timeout_s=reader.number(
+                "MATTE_OUTBOUND_TIMEOUT_S", defaults.outbound_timeout_s, 0.1, 120
+            ),
+            public_base_url=reader.base_url("MATTE_PUBLIC_BASE_URL"),
+            results_ttl_s=reader.number("MATTE_RESULTS_TTL_S", defaults.results_ttl_s, 1, 604_800),
+            results_max_bytes=reader.integer(
+                "MATTE_RESULTS_MAX_BYTES", defaults.results_max_bytes, 64 * MIB, 2**40
+            ),
         )
 
 
@@ -227,6 +251,33 @@ class _Reader:
         if not low <= value <= high:
             raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name).lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
+
+    def base_url(self, name: str) -> str | None:
+        """An http(s) URL with a host and no query or fragment, without its trailing slash."""
+        raw = self.text(name)
+        if not raw:
+            return None
+        parts = urlsplit(raw)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise SettingsError(
+                f"{name}: must be an http(s) URL like https://matte.example.com, got {raw!r}"
+            )
+        return raw.rstrip("/")
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> Any:
         # Any: the caller's field is a Literal of exactly these options.

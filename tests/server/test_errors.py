@@ -110,3 +110,13 @@ def test_unavailable_always_says_when_to_retry(given: tuple[int, ...], header: s
     assert (error.status, error.name) == (503, "service_unavailable")
     assert error.messages == ("server: busy",)
     assert error.headers == {"retry-after": header}
+
+
+def test_bad_request_names_its_field_and_problem() -> None:
+    plain = BadRequest("image: is required")
+    assert plain.field is None and plain.problem == "value_error"
+    assert plain.headers == {} and plain.messages == ("image: is required",)
+    named = BadRequest("a: x", "a: y", field="a", problem="missing", headers={"h": "1"})
+    assert (named.field, named.problem) == ("a", "missing")
+    assert named.messages == ("a: x", "a: y") and named.headers == {"h": "1"}
+    assert BadRequest().messages == (GENERIC,)

@@ -250,3 +250,79 @@ def test_empty_text_counts_as_not_sent(field: str, raw: str) -> None:
         output_format="webp", only_mask=True, alpha_matting_erode_size=3, bgcolor=(1, 2, 3)
     )
     assert base.with_fields({field: raw}.get) == base
+
+
+# --- checked(): options built from typed values (the JSON dialects) -----------------------
+
+
+def test_checked_returns_valid_options_unchanged() -> None:
+    options = CutoutOptions(
+        output_format="webp",
+        alpha_matting_foreground_threshold=255,
+        alpha_matting_background_threshold=254,
+        alpha_matting_erode_size=100,
+        bgcolor=(0, 0, 0, 255),
+    )
+    assert options.checked() is options
+    low = CutoutOptions(
+        alpha_matting_foreground_threshold=1,
+        alpha_matting_background_threshold=0,
+        alpha_matting_erode_size=0,
+        bgcolor=(255, 255, 255),
+    )
+    assert low.checked() is low
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"output_format": "jpeg"}, "output_format", "output_format: must be one of png, webp"),
+        ({"output_format": "PNG"}, "output_format", "output_format: must be one of png, webp"),
+        (
+            {"alpha_matting_foreground_threshold": 256},
+            "alpha_matting_foreground_threshold",
+            "alpha_matting_foreground_threshold: must be an integer from 0 to 255",
+        ),
+        (
+            {"alpha_matting_background_threshold": -1},
+            "alpha_matting_background_threshold",
+            "alpha_matting_background_threshold: must be an integer from 0 to 255",
+        ),
+        ({"alpha_matting_erode_size": 101}, "alpha_matting_erode_size", ERODE_MESSAGE),
+        ({"alpha_matting_erode_size": -1}, "alpha_matting_erode_size", ERODE_MESSAGE),
+        ({"bgcolor": (0, 0)}, "bgcolor", BGCOLOR_MESSAGE),
+        ({"bgcolor": (0, 0, 0, 0, 0)}, "bgcolor", BGCOLOR_MESSAGE),
+        ({"bgcolor": (256, 0, 0)}, "bgcolor", BGCOLOR_MESSAGE),
+        ({"bgcolor": (0, 0, -1)}, "bgcolor", BGCOLOR_MESSAGE),
+        (
+            {"alpha_matting_background_threshold": 240},
+            "alpha_matting_foreground_threshold",
+            THRESHOLD_MESSAGE,
+        ),
+    ],
+)
+def test_checked_refuses_out_of_range_values_naming_the_field(
+    changes: dict[str, object], field: str, message: str
+) -> None:
+    options = dataclasses.replace(CutoutOptions(), **changes)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest) as error:
+        options.checked()
+    assert error.value.messages == (message,)
+    assert error.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"output_format": "gif"}, "output_format"),
+        ({"only_mask": "maybe"}, "only_mask"),
+        ({"alpha_matting_erode_size": "x"}, "alpha_matting_erode_size"),
+        ({"alpha_matting_background_threshold": "300"}, "alpha_matting_background_threshold"),
+        ({"bgcolor": "1,2"}, "bgcolor"),
+        ({"bgcolor": "1,2,300"}, "bgcolor"),
+    ],
+)
+def test_form_errors_name_their_field_too(fields: dict[str, str], field: str) -> None:
+    with pytest.raises(BadRequest) as error:
+        CutoutOptions().with_fields(fields.get)
+    assert error.value.field == field

@@ -186,3 +186,32 @@ def test_services_of_finds_the_apps_services(tmp_path: Path) -> None:
     built, _ = services(tmp_path)
     app = SimpleNamespace(state=SimpleNamespace(services=built))
     assert services_of(Request({"type": "http", "headers": [], "app": app})) is built
+
+
+@pytest.mark.parametrize("key", [None, ""], ids=["none", "empty"])
+def test_keyless_when_open_lets_a_caller_without_a_key_in_by_address(
+    tmp_path: Path, key: str | None
+) -> None:
+    # OctoAI's route: octoai 1.11's infer() sends no Authorization header at all.
+    built, store = services(tmp_path, limit=10)
+    built.keyring = Keyring(frozenset())
+    assert built.admit(request(), key, keyless_when_open=True) is PIPELINE
+    assert store.keys == [f"ip:{ADDRESS}"]
+    # Without the flag, or with keys configured, a missing key stays a 401.
+    with pytest.raises(Unauthorized):
+        built.admit(request(), key)
+    built.keyring = Keyring(frozenset({KEY}))
+    with pytest.raises(Unauthorized):
+        built.admit(request(), key, keyless_when_open=True)
+    with pytest.raises(Unauthorized):
+        built.admit(request(), "sk-wrong", keyless_when_open=True)
+    assert built.admit(request(), KEY, keyless_when_open=True) is PIPELINE
+    assert store.keys[-1] == key_identity(KEY)
+    assert rejected(built, "unauthorized") == 3
+
+
+def test_keyless_when_open_still_counts_a_sent_key_as_itself(tmp_path: Path) -> None:
+    built, store = services(tmp_path)
+    built.keyring = Keyring(frozenset())
+    assert built.admit(request(), "any-key", keyless_when_open=True) is PIPELINE
+    assert store.keys == [key_identity("any-key")]

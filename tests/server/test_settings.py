@@ -44,6 +44,11 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MATTE_PNG_COMPRESS_LEVEL": "6",
         "MATTE_WEBP_QUALITY": "80",
         "MATTE_MATTING_MAX_UNKNOWN_PIXELS": "500000",
+        "MATTE_OUTBOUND_ENABLED": "true",
+        "MATTE_OUTBOUND_TIMEOUT_S": "2.5",
+        "MATTE_PUBLIC_BASE_URL": "https://matte.example.com/base/",
+        "MATTE_RESULTS_TTL_S": "600",
+        "MATTE_RESULTS_MAX_BYTES": str(100 * 1024 * 1024),
     }
     settings = Settings.from_env(env)
     assert settings.host == "0.0.0.0" and settings.port == 9000 and settings.log_level == "debug"
@@ -65,6 +70,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert (settings.png_compress_level, settings.webp_quality) == (6, 80)
     assert settings.matting_max_unknown_pixels == 500_000
+    assert settings.outbound_enabled and settings.outbound_timeout_s == 2.5
+    assert settings.public_base_url == "https://matte.example.com/base"
+    assert settings.results_ttl_s == 600 and settings.results_max_bytes == 100 * 1024 * 1024
 
 
 def test_int8_precision_picks_the_quantised_cpu_file() -> None:
@@ -112,3 +120,89 @@ def test_layout_defaults_per_provider(
 ) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert Settings().layout(provider) == expected
+
+
+def test_outbound_and_result_defaults() -> None:
+    settings = Settings()
+    assert settings.outbound_enabled is False
+    assert settings.outbound_timeout_s == 10.0
+    assert settings.public_base_url is None
+    assert settings.results_ttl_s == 3600.0
+    assert settings.results_max_bytes == 256 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("raw", "enabled"),
+    [
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+        ("  ", False),
+    ],
+)
+def test_outbound_enabled_forms(raw: str, enabled: bool) -> None:
+    assert Settings.from_env({"MATTE_OUTBOUND_ENABLED": raw}).outbound_enabled is enabled
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("https://matte.example.com/", "https://matte.example.com"),
+        ("  https://a.example/x//  ", "https://a.example/x"),
+    ],
+)
+def test_public_base_url_forms(raw: str, url: str) -> None:
+    assert Settings.from_env({"MATTE_PUBLIC_BASE_URL": raw}).public_base_url == url
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MATTE_OUTBOUND_ENABLED", "sometimes", "MATTE_OUTBOUND_ENABLED: must be true or false"),
+        (
+            "MATTE_OUTBOUND_TIMEOUT_S",
+            "0.09",
+            "MATTE_OUTBOUND_TIMEOUT_S: must be between 0.1 and 120",
+        ),
+        (
+            "MATTE_OUTBOUND_TIMEOUT_S",
+            "121",
+            "MATTE_OUTBOUND_TIMEOUT_S: must be between 0.1 and 120",
+        ),
+        ("MATTE_RESULTS_TTL_S", "0.5", "MATTE_RESULTS_TTL_S: must be between 1 and 604800"),
+        ("MATTE_RESULTS_TTL_S", "604801", "MATTE_RESULTS_TTL_S: must be between 1 and 604800"),
+        (
+            "MATTE_RESULTS_MAX_BYTES",
+            str(64 * 1024 * 1024 - 1),
+            "MATTE_RESULTS_MAX_BYTES: must be between 67108864 and",
+        ),
+        ("MATTE_PUBLIC_BASE_URL", "matte.example.com", "MATTE_PUBLIC_BASE_URL: must be an http"),
+        ("MATTE_PUBLIC_BASE_URL", "ftp://matte.example.com", "MATTE_PUBLIC_BASE_URL: must be"),
+        ("MATTE_PUBLIC_BASE_URL", "https://", "MATTE_PUBLIC_BASE_URL: must be"),
+        ("MATTE_PUBLIC_BASE_URL", "https://a.example/?x=1", "MATTE_PUBLIC_BASE_URL: must be"),
+        ("MATTE_PUBLIC_BASE_URL", "https://a.example/#x", "MATTE_PUBLIC_BASE_URL: must be"),
+    ],
+)
+def test_bad_outbound_and_result_values(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
+
+
+def test_the_edges_of_the_outbound_and_result_ranges() -> None:
+    env = {
+        "MATTE_OUTBOUND_TIMEOUT_S": "0.1",
+        "MATTE_RESULTS_TTL_S": "1",
+        "MATTE_RESULTS_MAX_BYTES": str(64 * 1024 * 1024),
+    }
+    settings = Settings.from_env(env)
+    assert settings.outbound_timeout_s == 0.1 and settings.results_ttl_s == 1
+    assert settings.results_max_bytes == 64 * 1024 * 1024
+    high = {"MATTE_OUTBOUND_TIMEOUT_S": "120", "MATTE_RESULTS_TTL_S": "604800"}
+    assert Settings.from_env(high).results_ttl_s == 604_800
