@@ -99,6 +99,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def report(mutants: list[Mutant], known: dict[tuple[str, str], str]) -> tuple[str, float, int]:
     by_module: dict[str, Counter[str]] = defaultdict(Counter)
     for mutant in mutants:
@@ -115,6 +122,7 @@ def report(mutants: list[Mutant], known: dict[tuple[str, str], str]) -> tuple[st
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores",
         f"- Tool: mutmut {metadata.version('mutmut')}, over the fast tests "
         "(`[tool.mutmut]` in pyproject.toml)",
+        f"- Commit: {commit()}",
         "- Command: `make mutation`",
         f"- Score: **{killed} of {len(counted)} mutants killed, {score:.1%}** "
         f"(target {TARGET:.0%}; a timeout counts as killed)",
