@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +16,8 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from server.dialects import octoai, omixa
-from tests.conftest import FIXTURES, KEY, PATH, ROOT, reference_alpha, soft_iou
-from tests.end_to_end.test_process import free_port
+from tests.conftest import FIXTURES, KEY, PATH, reference_alpha, soft_iou
+from tests.matte_process import matte_server
 
 pytestmark = pytest.mark.model
 
@@ -137,30 +134,8 @@ def test_octoai_options_equal_the_stability_endpoints(
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MATTE_PORT": str(port),
-        "MATTE_API_KEYS": KEY,
-        "MATTE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    with matte_server() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_omixa_over_real_http(server_url: str) -> None:

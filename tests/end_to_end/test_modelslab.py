@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,9 +14,9 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from tests.conftest import FIXTURES, KEY, PATH, ROOT, reference_alpha, soft_iou
-from tests.end_to_end.test_process import free_port
+from tests.conftest import FIXTURES, KEY, PATH, reference_alpha, soft_iou
 from tests.local_http import LocalServer, answer
+from tests.matte_process import matte_server
 
 pytestmark = pytest.mark.model
 
@@ -73,32 +69,9 @@ def test_modelslab_defaults_are_stabilitys_with_its_thresholds(model_client: Tes
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MATTE_PORT": str(port),
-        "MATTE_API_KEYS": KEY,
-        "MATTE_LOG_LEVEL": "warning",
-        "MATTE_OUTBOUND_ENABLED": "true",
-        "MATTE_PUBLIC_BASE_URL": url + "/",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    outbound = {"MATTE_OUTBOUND_ENABLED": "true"}
+    with matte_server(lambda url: {**outbound, "MATTE_PUBLIC_BASE_URL": url + "/"}) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_what_modelslab_py_sends_over_real_http(server_url: str) -> None:

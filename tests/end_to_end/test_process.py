@@ -5,13 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import select
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,43 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FIXTURES, KEY, PATH, ROOT, reference_alpha, soft_iou
+from tests.conftest import FIXTURES, KEY, PATH, reference_alpha, soft_iou
+from tests.matte_process import matte_server
 
 pytestmark = pytest.mark.model
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "MATTE_PORT": str(port),
-        "MATTE_API_KEYS": KEY,
-        "MATTE_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    with matte_server() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_stability_docs_example(server_url: str) -> None:
