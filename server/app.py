@@ -103,9 +103,7 @@ def create_app(
     ]
     for dialect in dialects:
         routes.extend(dialect.routes())
-    paths = frozenset(getattr(route, "path", "") for route in routes)
-
-    middleware = [Middleware(RequestContext, metrics=metrics, routes=paths)]
+    middleware = [Middleware(RequestContext, metrics=metrics)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

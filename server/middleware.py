@@ -12,14 +12,17 @@ from .metrics import Metrics
 
 
 class RequestContext:
-    """Gives each request an id (`x-request-id`) and counts it by route and status."""
+    """Gives each request an id (`x-request-id`) and counts it by route and status.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: frozenset[str]) -> None:
+    The route label is the matched route's path template (`/results/{name}`),
+    which Starlette's router leaves in the scope: one label per route, whatever
+    ids a path carries, and "other" for paths no route matched, so scanners
+    probing random paths cannot explode the metrics' cardinality.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # Label by known route only, so scanners probing random paths cannot
-        # explode the metrics' cardinality.
-        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,7 +30,6 @@ class RequestContext:
             return
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        route = scope["path"] if scope["path"] in self.routes else "other"
         status = 500
         started = time.perf_counter()
 
@@ -44,6 +46,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            route = _route_label(scope)
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
@@ -78,6 +81,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def _route_label(scope: Scope) -> str:
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else "other"
 
 
 def _content_length(scope: Scope) -> int | None:

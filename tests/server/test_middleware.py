@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import middleware
@@ -15,7 +16,7 @@ from server.metrics import Metrics
 from server.middleware import BodyLimit, RequestContext, _content_length
 
 HEX_ID = re.compile(r"[0-9a-f]{32}")
-ROUTES = frozenset({"/healthz", "/v2beta/stable-image/edit/remove-background"})
+ROUTES = ("/healthz", "/results/{name}", "/api/v6/fetch/{id}")
 
 
 def http_scope(path: str = "/healthz", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
@@ -201,13 +202,21 @@ def test_body_limit_passes_other_scopes_through_untouched(kind: str) -> None:
 # --- RequestContext --------------------------------------------------------------------------
 
 
+def route_like_the_router(scope: Scope) -> None:
+    """What Starlette's router does on a match: leave the matched route in the scope."""
+    for template in ROUTES:
+        if Route(template, endpoint=lambda request: None).matches(scope)[0] != Match.NONE:
+            scope["route"] = Route(template, endpoint=lambda request: None)
+
+
 def responder(
     status: int = 200, headers: list[tuple[bytes, bytes]] | None = None
 ) -> tuple[ASGIApp, list[Scope]]:
-    """An app that answers `status` and notes the scope it was given."""
+    """An app that routes as Starlette does, answers `status` and notes the scope it was given."""
     scopes: list[Scope] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        route_like_the_router(scope)
         scopes.append(scope)
         start: Message = {"type": "http.response.start", "status": status}
         if headers is not None:
@@ -238,9 +247,7 @@ def context(
 ) -> tuple[FakeSend, Metrics]:
     metrics = metrics or Metrics()
     send = FakeSend()
-    call(
-        RequestContext(app, metrics=metrics, routes=ROUTES), http_scope(path), FakeReceive([]), send
-    )
+    call(RequestContext(app, metrics=metrics), http_scope(path), FakeReceive([]), send)
     return send, metrics
 
 
@@ -298,8 +305,22 @@ def test_unknown_paths_are_counted_as_other() -> None:
     assert observed(metrics, "other")[0] == 2
 
 
+def test_a_route_with_ids_in_its_path_is_counted_under_its_template() -> None:
+    # Result URLs and fetch paths carry ids: one label for the route, not one per id.
+    app, _ = responder(200)
+    metrics = Metrics()
+    context(app, "/results/abc.png", metrics)
+    context(app, "/results/def.png", metrics)
+    context(app, "/api/v6/fetch/12", metrics)
+    assert requests(metrics, "/results/{name}", "200") == 2
+    assert requests(metrics, "/api/v6/fetch/{id}", "200") == 1
+    assert requests(metrics, "/results/abc.png", "200") == 0
+    assert requests(metrics, "other", "200") == 0
+
+
 def test_an_app_that_fails_before_answering_is_counted_as_500() -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        route_like_the_router(scope)
         raise RuntimeError("boom")
 
     metrics = Metrics()
@@ -307,6 +328,15 @@ def test_an_app_that_fails_before_answering_is_counted_as_500() -> None:
         context(failing, "/healthz", metrics)
     assert requests(metrics, "/healthz", "500") == 1
     assert observed(metrics, "/healthz")[0] == 1
+
+
+def test_a_route_that_is_not_a_path_is_counted_as_other() -> None:
+    async def odd(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = object()  # no `path`: a label would be a guess
+        await send({"type": "http.response.start", "status": 200})
+
+    _, metrics = context(odd, "/healthz")
+    assert requests(metrics, "other", "200") == 1
 
 
 class FakeTime:
@@ -338,7 +368,7 @@ def test_request_context_passes_other_scopes_through_untouched(kind: str) -> Non
     metrics = Metrics()
     scope: Scope = {"type": kind}
     receive, send = FakeReceive([]), FakeSend()
-    call(RequestContext(app, metrics=metrics, routes=ROUTES), scope, receive, send)
+    call(RequestContext(app, metrics=metrics), scope, receive, send)
     assert seen == [(scope, receive, send)]
     assert seen[0][1] is receive and seen[0][2] is send
     assert scope == {"type": kind}  # no request id added

@@ -23,7 +23,13 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from server.app import create_app
-from server.dialects.modelslab import DEFAULTS, FETCH_PATHS, PATHS, ModelsLabDialect
+from server.dialects.modelslab import (
+    DEFAULTS,
+    FETCH_PATHS,
+    PATHS,
+    RESULTS_PATH,
+    ModelsLabDialect,
+)
 from server.errors import BadRequest, NotFound, RateLimited, Unauthorized, Unavailable
 from server.options import CutoutOptions
 from server.outbound import Outbound
@@ -262,6 +268,23 @@ def test_requests_are_counted_by_path(client: TestClient) -> None:
     registry = services_of(client).metrics.registry
     labels = {"route": "/api/v5/removebg_mask", "status": "200"}
     assert registry.get_sample_value("matte_requests_total", labels) == 1
+
+
+def test_result_and_fetch_routes_are_counted_by_their_templates(keyed: TestClient) -> None:
+    # Their paths carry ids; each route is one label all the same, not "other".
+    body = success(remove(keyed))
+    assert fetched(keyed, body["output"][0]).status_code == 200
+    assert keyed.post(f"/api/v6/fetch/{body['id']}", json={"key": KEY}).status_code == 200
+    assert keyed.post("/api/v6/fetch/999", json={"key": KEY}).status_code == 404
+    registry = services_of(keyed).metrics.registry
+
+    def count(route: str, status: str) -> float | None:
+        return registry.get_sample_value("matte_requests_total", {"route": route, "status": status})
+
+    assert count(RESULTS_PATH, "200") == 1
+    assert count("/api/v6/fetch/{id}", "200") == 1
+    assert count("/api/v6/fetch/{id}", "404") == 1
+    assert count("other", "200") is None
 
 
 def test_public_base_url_names_the_server(tmp_path: Path) -> None:
