@@ -28,6 +28,9 @@ class CutoutOptions:
     alpha_matting_background_threshold: int = 10
     alpha_matting_erode_size: int = 10
     bgcolor: tuple[int, ...] | None = None
+    # The mask with black and white swapped (white background, black subject);
+    # a mask, so it implies only_mask. Not a form field of any dialect yet.
+    inverse_mask: bool = False
 
     def with_fields(self, field: Callable[[str], str | None]) -> CutoutOptions:
         """These options with any text fields the client sent (named as here) applied.

@@ -82,6 +82,8 @@ class Pipeline:
             if picture.alpha is not None:
                 # Pixels the input already had transparent stay transparent.
                 mask = (mask.astype(np.uint16) * picture.alpha // 255).astype(np.uint8)
+            if options.inverse_mask:
+                return 255 - mask
             if options.only_mask:
                 return mask
             return compositing.composite(rgb, mask, options.bgcolor)

@@ -18,21 +18,16 @@ Contract, from ModelsLab's docs and the `modelslab-py` / `modelslab` clients:
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from PIL import Image
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ApiError, BadRequest, NotFound, Unauthorized
-from ..imaging import encode
 from ..keyring import Keyring
 from ..options import CutoutOptions
 from ..outbound import OutboundError
@@ -74,7 +69,6 @@ class Job:
 
     image_url: str | None  # None: the image came inline
     options: CutoutOptions
-    inverse_mask: bool
     base64: bool
     seed: int | None
     webhook: str | None
@@ -90,7 +84,7 @@ class Job:
             "alpha_matting_erode_size": options.alpha_matting_erode_size,
             "post_process_mask": options.post_process_mask,
             "only_mask": options.only_mask,
-            "inverse_mask": self.inverse_mask,
+            "inverse_mask": options.inverse_mask,
             "seed": self.seed,
             "base64": self.base64,
             "webhook": self.webhook,
@@ -131,8 +125,6 @@ class ModelsLabDialect:
             data = await image_bytes(body, job, services)
             cutout = await _common.cut_out(pipeline, ticket, data, job.options, "image")
         png = cutout.data
-        if job.inverse_mask:
-            png = await run_in_threadpool(inverted, png, services.settings)
         details = {
             "generationTime": round(time.perf_counter() - started, 4),
             "meta": job.meta(),
@@ -179,7 +171,7 @@ def parse_job(body: Mapping[str, object], services: Services) -> Job:
     options = _common.cutout_options({**body, "bgcolor": None}, DEFAULTS)
     if inverse_mask:
         # The inverse of the mask is a mask: white background, black subject.
-        options = dataclasses.replace(options, only_mask=True)
+        options = dataclasses.replace(options, only_mask=True, inverse_mask=True)
     image = _common.require(body, "image")
     image_url = _image_url(image, services)
     webhook = _common.optional_string(body, "webhook")
@@ -194,7 +186,6 @@ def parse_job(body: Mapping[str, object], services: Services) -> Job:
     return Job(
         image_url=image_url,
         options=options,
-        inverse_mask=inverse_mask,
         base64=_common.boolean(body, "base64", False),
         seed=_common.optional_integer(body, "seed"),
         webhook=webhook,
@@ -215,18 +206,6 @@ async def image_bytes(body: Mapping[str, object], job: Job, services: Services) 
     if not reply.content:
         raise BadRequest("image: the URL answered with an empty body", field="image")
     return reply.content
-
-
-def inverted(png: bytes, settings: Settings) -> bytes:
-    """The mask PNG with black and white swapped."""
-    with Image.open(io.BytesIO(png)) as image:
-        mask = np.asarray(image.convert("L"))
-    return encode(
-        255 - mask,
-        "png",
-        png_level=settings.png_compress_level,
-        webp_quality=settings.webp_quality,
-    )
 
 
 def success_body(result: Result) -> dict[str, Any]:

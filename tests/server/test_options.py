@@ -32,7 +32,12 @@ def refused(**fields: str) -> str:
 
 def test_defaults_are_the_plain_cutout() -> None:
     # Field by field against the documented defaults (README), not against CutoutOptions().
-    assert dataclasses.astuple(parse()) == ("png", False, False, False, 240, 10, 10, None)
+    assert dataclasses.astuple(parse()) == ("png", False, False, False, 240, 10, 10, None, False)
+
+
+def test_inverse_mask_is_not_a_form_field() -> None:
+    # No form dialect has it: a Stability client sending it gets the plain cut-out.
+    assert parse(inverse_mask="true").inverse_mask is False
 
 
 def test_every_option_is_read() -> None:
@@ -46,7 +51,17 @@ def test_every_option_is_read() -> None:
         alpha_matting_erode_size="5",
         bgcolor="[255, 0, 0]",
     )
-    assert dataclasses.astuple(options) == ("webp", True, True, True, 200, 20, 5, (255, 0, 0))
+    assert dataclasses.astuple(options) == (
+        "webp",
+        True,
+        True,
+        True,
+        200,
+        20,
+        5,
+        (255, 0, 0),
+        False,
+    )
 
 
 @pytest.mark.parametrize(

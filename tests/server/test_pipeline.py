@@ -266,6 +266,21 @@ def test_only_mask_is_the_l_mask(settings: Settings) -> None:
     np.testing.assert_array_equal(np.asarray(image), prediction.astype(np.uint8))
 
 
+@pytest.mark.parametrize("only_mask", [True, False])
+def test_inverse_mask_is_the_mask_with_black_and_white_swapped(
+    settings: Settings, only_mask: bool
+) -> None:
+    # A mask whatever only_mask says; the input's own transparency counts as background.
+    photo, engine = alpha_photo()
+    options = CutoutOptions(only_mask=only_mask, inverse_mask=True)
+    image = read(Run(engine, settings).one(photo, options))
+    assert image.mode == "L"
+    rows = SIDE // len(ALPHA_PRODUCTS)
+    for i, (mask, own, expected) in enumerate(ALPHA_PRODUCTS):
+        band = np.asarray(image)[i * rows : (i + 1) * rows]
+        assert np.all(band == 255 - expected), (mask, own, np.unique(band))
+
+
 def test_post_process_mask_smooths_the_models_mask(settings: Settings) -> None:
     prediction = soft_disc_prediction()
     photo = to_png(np.full((SIDE, SIDE, 3), 90, dtype=np.uint8))
