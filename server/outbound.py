@@ -148,14 +148,19 @@ class Outbound:
         self._resolve: Resolver = resolver or system_resolver
         self._allowed = frozenset(allow_for_tests)
 
-    def check_url(self, url: str) -> httpx.URL:
+    def check_url(self, url: str, hosts: Collection[str] | None = None) -> httpx.URL:
         """`url` parsed, when the guard is on and it is an http(s) URL with a host.
 
-        A host written as an address is checked here too, so a request naming a
-        forbidden address is refused before any work is done for it.
+        `hosts`: an allow-list of exact host names (lower case) for a caller
+        that has its own (the IMG Processing dialect's MATTE_FETCH_ALLOWED_HOSTS).
+        The list turns the guard on for those hosts alone; every other check
+        still applies. A host written as an address is checked here too, so a
+        request naming a forbidden address is refused before any work is done.
         """
-        if not self.enabled:
+        if hosts is None and not self.enabled:
             raise OutboundRefused("URLs are turned off on this server; send the data instead")
+        if hosts is not None and not hosts:
+            raise OutboundRefused("URLs are turned off on this server; upload the image instead")
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError):
@@ -164,28 +169,41 @@ class Outbound:
             raise OutboundRefused("must be an http or https URL")
         if not parsed.raw_host:
             raise OutboundRefused("must name a host")
+        if hosts is not None and parsed.host.lower().rstrip(".") not in hosts:
+            raise OutboundRefused(f"the host {parsed.host} is not one this server fetches from")
         literal = _address(parsed.host)
         if literal is not None:
             self._check_address(literal, _port(parsed))
         return parsed
 
-    async def get(self, url: str) -> Reply:
-        return await self._exchange("GET", url, None, {})
+    async def get(self, url: str, hosts: Collection[str] | None = None) -> Reply:
+        """GET `url`; with `hosts`, it and every redirect must be on that list."""
+        return await self._exchange("GET", url, None, {}, hosts)
 
     async def post_json(self, url: str, body: bytes) -> Reply:
-        return await self._exchange("POST", url, body, {"content-type": "application/json"})
+        return await self._exchange("POST", url, body, {"content-type": "application/json"}, None)
 
     async def _exchange(
-        self, method: str, url: str, content: bytes | None, headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: dict[str, str],
+        hosts: Collection[str] | None,
     ) -> Reply:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._follow(method, url, content, headers)
+                return await self._follow(method, url, content, headers, hosts)
         except TimeoutError:
             raise OutboundFailed(f"got no answer within {self.timeout_s:g} seconds") from None
 
     async def _follow(
-        self, method: str, url: str, content: bytes | None, headers: dict[str, str]
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: dict[str, str],
+        hosts: Collection[str] | None,
     ) -> Reply:
         timeout = httpx.Timeout(self.timeout_s)
         # No pool to reuse: a kept-alive TLS connection to one address could
@@ -194,7 +212,7 @@ class Outbound:
         # trust_env=False: proxy variables would send the request somewhere the
         # check never looked at.
         async with httpx.AsyncClient(trust_env=False, timeout=timeout, limits=limits) as client:
-            target = self.check_url(url)
+            target = self.check_url(url, hosts)
             for _ in range(self.max_redirects + 1):
                 address = await self._pinned_address(target)
                 request = pinned_request(client, method, target, address, content, headers)
@@ -212,7 +230,7 @@ class Outbound:
                 try:
                     location = response.headers.get("location")
                     if response.status_code in _REDIRECTS and location:
-                        target = self._redirect(target, location)
+                        target = self._redirect(target, location, hosts)
                         if response.status_code in _TO_GET and method != "GET":
                             method, content, headers = "GET", None, {}
                         continue
@@ -227,9 +245,11 @@ class Outbound:
                 )
         raise OutboundRefused(f"redirects more than {self.max_redirects} times")
 
-    def _redirect(self, current: httpx.URL, location: str) -> httpx.URL:
+    def _redirect(
+        self, current: httpx.URL, location: str, hosts: Collection[str] | None
+    ) -> httpx.URL:
         try:
-            return self.check_url(str(current.join(location)))
+            return self.check_url(str(current.join(location)), hosts)
         except OutboundRefused as refused:
             raise OutboundRefused(f"redirects to a refused URL: {refused.reason}") from None
 

@@ -478,3 +478,65 @@ def test_the_system_resolver_answers_addresses() -> None:
     )
     # And a guard on the system resolver refuses localhost.
     assert refused(Outbound(True), "http://localhost:9/") == REFUSED_ADDRESS
+
+
+# --- a caller's own allow-list of hosts (MATTE_FETCH_ALLOWED_HOSTS) ---------------------------
+
+
+def listed(server: LocalServer, resolver: Resolver) -> Outbound:
+    """A guard turned off in general, that may reach `server` by name."""
+    return Outbound(False, resolver=resolver, allow_for_tests={("127.0.0.1", server.port)})
+
+
+def test_a_listed_host_is_fetched_with_the_guard_otherwise_off(server: LocalServer) -> None:
+    resolver = Resolver({"images.example": ["127.0.0.1"]})
+    outbound = listed(server, resolver)
+    url = f"http://Images.Example:{server.port}/a.png"
+    reply = asyncio.run(outbound.get(url, hosts={"images.example"}))
+    assert reply.content == b"the image"
+    # Without the list the same guard is off.
+    assert refused(outbound, url).startswith("URLs are turned off")
+
+
+def test_a_host_off_the_list_is_refused_before_any_lookup(server: LocalServer) -> None:
+    resolver = Resolver({"images.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+    outbound = listed(server, resolver)
+    with pytest.raises(OutboundRefused) as caught:
+        asyncio.run(outbound.get(f"http://other.example:{server.port}/", hosts={"images.example"}))
+    assert caught.value.reason == "the host other.example is not one this server fetches from"
+    assert resolver.calls == [] and server.received == []
+
+
+def test_an_empty_list_refuses_everything(server: LocalServer) -> None:
+    outbound = Outbound(True, allow_for_tests={("127.0.0.1", server.port)})
+    with pytest.raises(OutboundRefused) as caught:
+        asyncio.run(outbound.get(f"{server.url}/", hosts=frozenset()))
+    assert caught.value.reason.startswith("URLs are turned off")
+    assert server.received == []
+
+
+def test_a_listed_host_still_meets_the_address_checks() -> None:
+    resolver = Resolver({"images.example": ["10.0.0.7"]})
+    outbound = Outbound(False, resolver=resolver)
+    with pytest.raises(OutboundRefused) as caught:
+        asyncio.run(outbound.get("http://images.example/", hosts={"images.example"}))
+    assert caught.value.reason == REFUSED_ADDRESS
+
+
+def test_a_redirect_off_the_list_is_refused() -> None:
+    with LocalServer(answer(200, b"elsewhere")) as other:
+        with redirecting(f"http://other.example:{other.port}/") as start:
+            resolver = Resolver({"images.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+            outbound = Outbound(
+                False,
+                resolver=resolver,
+                allow_for_tests={("127.0.0.1", start.port), ("127.0.0.1", other.port)},
+            )
+            with pytest.raises(OutboundRefused) as caught:
+                asyncio.run(
+                    outbound.get(
+                        f"http://images.example:{start.port}/start", hosts={"images.example"}
+                    )
+                )
+            assert caught.value.reason.startswith("redirects to a refused URL: the host other")
+        assert other.received == []
