@@ -8,7 +8,7 @@ export MATTE_CACHE_DIR ?= $(HOME)/.cache/matte
 # pymatting compiles with numba; its cache must be writable and shared by set-up and serving.
 export NUMBA_CACHE_DIR ?= $(MATTE_CACHE_DIR)/numba
 
-.PHONY: install model model-int8 run test lint bench mutation clean
+.PHONY: install model model-int8 run test lint bench mutation clean services
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Matte needs Python 3.11+"'
@@ -31,8 +31,16 @@ model-int8: model
 run: model
 	$(PY) -m server serve
 
-test: model model-int8
-	$(PY) -m pytest
+# PostgreSQL's server binaries for the storage tests, which start their own
+# throwaway cluster (Debian keeps initdb off PATH, hence the glob).
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		 apt-get install -y -qq --no-install-recommends postgresql)
+
+# REQUIRE_SERVICES: the PostgreSQL tests fail rather than skip when it is missing.
+test: model model-int8 services
+	REQUIRE_SERVICES=1 $(PY) -m pytest
 
 # mypy --strict; models/ and benchmarks/ are script folders (their files import
 # each other by bare name), so each is checked on its own path.

@@ -103,6 +103,24 @@ class Settings:
     results_ttl_s: float = 3600.0
     results_max_bytes: int = 256 * MIB
 
+    # Durable storage (server/storage/): stored images, kept results, usage.
+    # PostgreSQL when `database_url` is set (several replicas share it), else
+    # SQLite and files under `data_dir`. `data_dir` None (a Settings built in
+    # code, as tests do) puts them beside the cache, under cache_dir/data;
+    # from_env defaults it to $XDG_DATA_HOME/matte (~/.local/share/matte).
+    data_dir: Path | None = None
+    database_url: str | None = None
+    # The IMG Processing dialect's `POST /v1/images` {"url"}: only these hosts
+    # (exact names, lower case) are fetched; none listed means it is off.
+    fetch_allowed_hosts: frozenset[str] = frozenset()
+    # Images created with a key starting "test_" are deleted after this many
+    # seconds (0: kept until deleted), as the hosted service does.
+    test_image_max_age_s: float = 0.0
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.cache_dir / "data"
+
     @property
     def cores(self) -> int:
         return os.cpu_count() or 1
@@ -149,6 +167,9 @@ class Settings:
         if keys_file:
             keys |= _read_keys_file(Path(keys_file))
         cache_dir = reader.text("MATTE_CACHE_DIR")
+        data_dir = reader.text("MATTE_DATA_DIR")
+        xdg_data = reader.text("XDG_DATA_HOME")
+        default_data = (Path(xdg_data) if xdg_data else Path.home() / ".local" / "share") / "matte"
         model_path = reader.text("MATTE_MODEL_PATH")
         return cls(
             host=reader.text("MATTE_HOST") or defaults.host,
@@ -203,6 +224,14 @@ class Settings:
             results_ttl_s=reader.number("MATTE_RESULTS_TTL_S", defaults.results_ttl_s, 1, 604_800),
             results_max_bytes=reader.integer(
                 "MATTE_RESULTS_MAX_BYTES", defaults.results_max_bytes, 64 * MIB, 2**40
+            ),
+            data_dir=Path(data_dir).expanduser() if data_dir else default_data,
+            database_url=reader.database_url("MATTE_DATABASE_URL"),
+            fetch_allowed_hosts=frozenset(
+                host.lower().rstrip(".") for host in reader.csv("MATTE_FETCH_ALLOWED_HOSTS")
+            ),
+            test_image_max_age_s=reader.number(
+                "MATTE_TEST_IMAGE_MAX_AGE_S", defaults.test_image_max_age_s, 0, 10 * 365 * 86_400
             ),
         )
 
@@ -278,6 +307,15 @@ class _Reader:
                 f"{name}: must be an http(s) URL like https://matte.example.com, got {raw!r}"
             )
         return raw.rstrip("/")
+
+    def database_url(self, name: str) -> str | None:
+        """A libpq URL (postgresql:// or postgres://); its password is never echoed."""
+        raw = self.text(name)
+        if not raw:
+            return None
+        if urlsplit(raw).scheme not in ("postgresql", "postgres"):
+            raise SettingsError(f"{name}: must be a postgresql:// URL")
+        return raw
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> Any:
         # Any: the caller's field is a Literal of exactly these options.

@@ -18,6 +18,11 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 from tests.fakes import BrightnessEngine, ManualClock
+from tests.postgres_server import postgres_server, postgres_url
+
+# Fixtures for every test folder: a real PostgreSQL (started once per session on
+# first use) and a fresh database on it per test.
+__all__ = ["postgres_server", "postgres_url"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,13 @@ from server.settings import Layout, Settings, SettingsError
 
 def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
-    assert settings == Settings()
+    # The environment's one difference: a data dir of its own (XDG), where a
+    # Settings built in code keeps its data beside the cache.
+    assert settings == Settings(data_dir=Path.home() / ".local" / "share" / "matte")
+    assert Settings().storage_dir == Settings().cache_dir / "data"
+    assert settings.storage_dir == Path.home() / ".local" / "share" / "matte"
+    assert settings.database_url is None and settings.fetch_allowed_hosts == frozenset()
+    assert settings.test_image_max_age_s == 0
     assert settings.api_keys == frozenset()
     assert settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.model_file("cpu").name == "cpu-fp32.onnx"
@@ -49,6 +55,10 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MATTE_PUBLIC_BASE_URL": "https://matte.example.com/base/",
         "MATTE_RESULTS_TTL_S": "600",
         "MATTE_RESULTS_MAX_BYTES": str(100 * 1024 * 1024),
+        "MATTE_DATA_DIR": str(tmp_path / "data"),
+        "MATTE_DATABASE_URL": "postgresql://matte:secret@db.internal:5432/matte",
+        "MATTE_FETCH_ALLOWED_HOSTS": "Storage.Example.com., cdn.example.org",
+        "MATTE_TEST_IMAGE_MAX_AGE_S": "86400",
     }
     settings = Settings.from_env(env)
     assert settings.host == "0.0.0.0" and settings.port == 9000 and settings.log_level == "debug"
@@ -73,6 +83,37 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.outbound_enabled and settings.outbound_timeout_s == 2.5
     assert settings.public_base_url == "https://matte.example.com/base"
     assert settings.results_ttl_s == 600 and settings.results_max_bytes == 100 * 1024 * 1024
+    assert settings.storage_dir == tmp_path / "data"
+    assert settings.database_url == "postgresql://matte:secret@db.internal:5432/matte"
+    assert settings.fetch_allowed_hosts == {"storage.example.com", "cdn.example.org"}
+    assert settings.test_image_max_age_s == 86_400
+
+
+def test_the_data_dir_follows_xdg_data_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"XDG_DATA_HOME": str(tmp_path)})
+    assert settings.storage_dir == tmp_path / "matte"
+
+
+@pytest.mark.parametrize("url", ["mysql://db/matte", "db.internal/matte", "sqlite:///x"])
+def test_a_database_url_must_be_postgresql(url: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"MATTE_DATABASE_URL": url})
+    assert str(raised.value) == "MATTE_DATABASE_URL: must be a postgresql:// URL"
+
+
+def test_a_postgres_scheme_is_accepted_too() -> None:
+    url = "postgres://u:p@h/d"
+    assert Settings.from_env({"MATTE_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("0", 0.0), ("3600", 3600.0)])
+def test_test_image_max_age_edges(raw: str, seconds: float) -> None:
+    assert Settings.from_env({"MATTE_TEST_IMAGE_MAX_AGE_S": raw}).test_image_max_age_s == seconds
+
+
+def test_a_negative_test_image_max_age_is_refused() -> None:
+    with pytest.raises(SettingsError, match="MATTE_TEST_IMAGE_MAX_AGE_S: must be between 0"):
+        Settings.from_env({"MATTE_TEST_IMAGE_MAX_AGE_S": "-1"})
 
 
 def test_int8_precision_picks_the_quantised_cpu_file() -> None:
