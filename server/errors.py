@@ -49,6 +49,18 @@ class BadRequest(ApiError):
         self.problem: Problem = problem
 
 
+class Unprocessable(BadRequest):
+    """Fields that are each well-formed JSON but not acceptable values, listed
+    together (the IMG Processing API answers 422 with one "field: problem" each)."""
+
+    status = 422
+    name = "unprocessable_entity"
+
+    def __init__(self, problems: list[str], field: str | None = None) -> None:
+        super().__init__(*problems, field=field)
+        self.problems = list(problems)
+
+
 class Unauthorized(ApiError):
     status = 401
     name = "unauthorized"
@@ -104,6 +116,16 @@ class Unavailable(ApiError):
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"retry-after": str(retry_after_s)})
+
+
+class NotImplementedRoute(ApiError):
+    """A route an API has that Matte does not offer (image generation, say)."""
+
+    status = 501
+    name = "not_implemented"
+
+    def default_message(self) -> str:
+        return "route: this operation is not offered by this server"
 
 
 class InternalError(ApiError):
