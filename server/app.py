@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from . import matting
 from .admission import Admission
 from .dialects import Dialect
+from .dialects.imgproc import ImgProcessingDialect
 from .dialects.modelslab import ModelsLabDialect
 from .dialects.octoai import OctoAIDialect
 from .dialects.omixa import OmixaDialect
@@ -35,6 +37,7 @@ from .results import ResultStore
 from .scheduler import Scheduler
 from .services import Readiness, Services
 from .settings import Settings
+from .storage import Storage, StorageError, open_storage
 from .webhooks import Webhooks
 
 log = logging.getLogger("matte")
@@ -63,10 +66,12 @@ def create_app(
     store: RateLimitStore | None = None,
     clock: Callable[[], float] | None = None,
     outbound: Outbound | None = None,
+    storage: Storage | None = None,
 ) -> Starlette:
     """Build the app. By default the lifespan loads the ONNX model that `settings`
-    names; tests hand in a small fake `engine`, a `clock` for the limiter and the
-    result store, and an `outbound` guard that may reach their own local servers."""
+    names and opens the storage they name; tests hand in a small fake `engine`,
+    a `clock` for the limiter and the result store, an `outbound` guard that may
+    reach their own local servers, and a `storage` they own (left open)."""
     metrics = Metrics()
     limiter = RateLimiter(
         store if store is not None else MemoryStore(),
@@ -85,9 +90,6 @@ def create_app(
         Keyring(settings.api_keys),
         limiter,
         outbound=guard,
-        results=ResultStore(
-            settings.results_ttl_s, settings.results_max_bytes, clock or time.monotonic
-        ),
         webhooks=Webhooks(guard),
     )
     dialects: list[Dialect] = [
@@ -95,6 +97,7 @@ def create_app(
         OmixaDialect(),
         OctoAIDialect(),
         ModelsLabDialect(),
+        ImgProcessingDialect(),
     ]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -109,14 +112,21 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "accept", "content-type", *CLIENT_HEADERS],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=[
+                    "authorization",
+                    "accept",
+                    "content-type",
+                    "x-api-key",
+                    *CLIENT_HEADERS,
+                ],
                 expose_headers=[
                     "finish-reason",
                     "seed",
                     "x-request-id",
                     "retry-after",
                     "x-should-retry",
+                    "x-image-processing-usage",
                 ],
                 max_age=600,
             )
@@ -131,7 +141,7 @@ def create_app(
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        lifespan=_lifespan(services, engine),
+        lifespan=_lifespan(services, engine, storage, clock or time.time),
     )
     app.state.services = services
     app.state.default_dialect = dialects[0]
@@ -139,15 +149,23 @@ def create_app(
 
 
 def _lifespan(
-    services: Services, engine: Engine | None
+    services: Services, engine: Engine | None, storage: Storage | None, clock: Callable[[], float]
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings = services.settings
         factory: EngineFactory = OnnxEngine.load if engine is None else (lambda _: engine)
+        # Storage opens before the server listens: a database that cannot be
+        # reached is a start-up failure the operator sees at once, not 503s later.
+        opened = storage if storage is not None else await asyncio.to_thread(open_storage, settings)
+        services.storage = opened
+        services.results = ResultStore(
+            opened, settings.results_ttl_s, settings.results_max_bytes, clock
+        )
         # Loading (seconds) happens in the background so /healthz answers at once
         # and /readyz says 503 until the model is warm.
         loader = asyncio.create_task(_load(services, factory))
-        sweeper = asyncio.create_task(_sweep(services.results))
+        sweeper = asyncio.create_task(_sweep(services.results, clock))
         try:
             yield
         finally:
@@ -160,16 +178,23 @@ def _lifespan(
             await services.webhooks.close()
             if services.pipeline is not None:
                 await services.pipeline.scheduler.stop()
+            if storage is None:
+                await asyncio.to_thread(opened.close)
 
     return lifespan
 
 
-async def _sweep(results: ResultStore) -> None:
-    """Drop expired results now and then, so their memory goes back without waiting
-    for the next result (lookups never serve an expired one anyway)."""
+async def _sweep(results: ResultStore, clock: Callable[[], float]) -> None:
+    """Drop expired results and images now and then, so their space goes back
+    without waiting for a lookup (lookups never serve an expired result anyway)."""
     while True:
         await asyncio.sleep(min(results.ttl_s, SWEEP_INTERVAL_S))
-        results.purge()
+        try:
+            await asyncio.to_thread(results.purge)
+            now = dt.datetime.fromtimestamp(clock(), dt.UTC)
+            await asyncio.to_thread(results.storage.purge_images, now)
+        except StorageError:
+            log.exception("the storage sweep failed; it runs again in a while")
 
 
 async def _load(services: Services, factory: EngineFactory) -> None:

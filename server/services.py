@@ -15,6 +15,7 @@ from .pipeline import Pipeline
 from .ratelimit import RateLimiter
 from .results import ResultStore
 from .settings import Settings
+from .storage import Storage
 from .webhooks import Webhooks
 
 
@@ -34,19 +35,28 @@ class Services:
     limiter: RateLimiter
     readiness: Readiness = field(default_factory=Readiness)
     pipeline: Pipeline | None = None
-    # Requests to other hosts, results kept for URL replies, webhook deliveries.
-    # create_app builds them from the settings; these defaults (the guard off)
-    # serve tests that build Services by hand.
+    # Requests to other hosts and webhook deliveries. create_app builds them
+    # from the settings; these defaults (the guard off) serve tests that build
+    # Services by hand.
     outbound: Outbound = field(default_factory=lambda: Outbound(False))
-    results: ResultStore = field(
-        default_factory=lambda: ResultStore(Settings.results_ttl_s, Settings.results_max_bytes)
-    )
     webhooks: Webhooks = field(default_factory=lambda: Webhooks(Outbound(False)))
+    # Durable storage and the results kept in it: opened by the app's lifespan.
+    storage: Storage | None = None
+    results: ResultStore | None = None
 
     def admit(
         self, request: Request, presented_key: str | None, *, keyless_when_open: bool = False
     ) -> Pipeline:
-        """The checks every model route makes before it reads the body.
+        """The checks every model route makes before it reads the body: `authorize`,
+        then the pipeline (503 while the model is not loaded)."""
+        self.authorize(request, presented_key, keyless_when_open=keyless_when_open)
+        return self.ready_pipeline()
+
+    def authorize(
+        self, request: Request, presented_key: str | None, *, keyless_when_open: bool = False
+    ) -> str:
+        """The caller's identity (what the limiter counts and storage owners are),
+        once its key is accepted and it is within the rate limit.
 
         Every request counts against the rate limit, refused ones included:
         the limit protects the server. A caller without a valid key is counted
@@ -69,7 +79,7 @@ class Services:
         if not valid:
             self.metrics.rejected.labels("unauthorized").inc()
             raise Unauthorized()
-        return self.ready_pipeline()
+        return identity
 
     def ready_pipeline(self) -> Pipeline:
         """The pipeline, or 503 while the model is not loaded. On its own for routes
@@ -78,6 +88,12 @@ class Services:
         if self.readiness.state != "ready" or self.pipeline is None:
             raise Unavailable("server: the model is not loaded yet, please retry shortly", 5)
         return self.pipeline
+
+    def stored(self) -> tuple[Storage, ResultStore]:
+        """The storage and result store, or 503 before the lifespan opened them."""
+        if self.storage is None or self.results is None:
+            raise Unavailable("server: storage is not open yet, please retry shortly", 5)
+        return self.storage, self.results
 
 
 def services_of(request: Request) -> Services:

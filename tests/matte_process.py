@@ -1,5 +1,6 @@
 """A real `python -m server serve` process for the end-to-end tests: on a free loopback
-port, with the suite's key, ready before it is handed over, stopped afterwards."""
+port, with the suite's key and a temporary data directory, ready before it is handed
+over, stopped afterwards."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -24,34 +26,50 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def spawn(env: Mapping[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Start serving on `port` with the suite's key and `env` on top of this process's."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", "serve"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "MATTE_PORT": str(port),
+            "MATTE_API_KEYS": KEY,
+            "MATTE_LOG_LEVEL": "warning",
+            **env,
+        },
+    )
+
+
+def wait_until(
+    process: subprocess.Popen[bytes], url: str, timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    """Until `url` answers 200 (/readyz: the model is warm; /healthz: it listens)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, "the server exited during start-up"
+        assert time.monotonic() < deadline, f"{url} did not answer 200 in time"
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def matte_server(
     extra_env: Callable[[str], Mapping[str, str]] = lambda url: {},
 ) -> Iterator[str]:
-    """Serve and yield the base URL. `extra_env(url)` adds settings that need the URL
-    (e.g. MATTE_PUBLIC_BASE_URL)."""
+    """Serve and yield the base URL once the model is ready. `extra_env(url)` adds
+    settings that need the URL (e.g. MATTE_PUBLIC_BASE_URL)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MATTE_PORT": str(port),
-        "MATTE_API_KEYS": KEY,
-        "MATTE_LOG_LEVEL": "warning",
-        **extra_env(url),
-    }
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            assert process.poll() is None, "the server exited during start-up"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="matte-data-") as data_dir:
+        process = spawn({"MATTE_DATA_DIR": data_dir, **extra_env(url)}, port)
+        try:
+            wait_until(process, f"{url}/readyz")
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

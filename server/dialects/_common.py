@@ -33,6 +33,7 @@ from ..admission import Ticket
 from ..errors import BadRequest
 from ..options import MAX_ERODE_SIZE, CutoutOptions
 from ..pipeline import Cutout, Pipeline
+from ..settings import Settings
 
 JsonObject = dict[str, object]
 
@@ -283,6 +284,14 @@ async def cut_out(
         if error.field is None:
             error.field = field
         raise
+
+
+def base_url(request: Request, settings: Settings) -> str:
+    """Where clients reach this server, for URLs in replies: MATTE_PUBLIC_BASE_URL
+    (behind a proxy), else the request's own base URL."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    return str(request.base_url).rstrip("/")
 
 
 def b64encode(data: bytes) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,9 +32,8 @@ from ..errors import ApiError, BadRequest, NotFound, Unauthorized
 from ..keyring import Keyring
 from ..options import CutoutOptions
 from ..outbound import OutboundError
-from ..results import Result
 from ..services import Services, services_of
-from ..settings import Settings
+from ..storage import KeptResult
 from . import _common
 
 PATHS = (
@@ -129,9 +129,12 @@ class ModelsLabDialect:
             "generationTime": round(time.perf_counter() - started, 4),
             "meta": job.meta(),
             "base64": job.base64,
-            "base_url": base_url(request, services.settings),
+            "base_url": _common.base_url(request, services.settings),
         }
-        result = services.results.put(png, MEDIA_TYPE, Keyring.identity(key), details)
+        _, results = services.stored()
+        result = await run_in_threadpool(
+            results.put, png, MEDIA_TYPE, Keyring.identity(key), details
+        )
         reply = success_body(result)
         if job.webhook is not None:
             services.webhooks.send(job.webhook, {**reply, "track_id": job.track_id})
@@ -147,7 +150,8 @@ class ModelsLabDialect:
         raw = request.path_params["id"]
         if not raw.isascii() or not raw.isdigit() or len(raw) > 16:
             raise BadRequest("id: must be the id of a result, a number", field="id")
-        result = services.results.by_id(int(raw), Keyring.identity(key))
+        _, results = services.stored()
+        result = await run_in_threadpool(results.by_id, int(raw), Keyring.identity(key))
         if result is None:
             raise NotFound(_gone("id", services))
         return JSONResponse(success_body(result))
@@ -156,7 +160,8 @@ class ModelsLabDialect:
         request.state.dialect = self
         services = services_of(request)
         token, _, extension = request.path_params["name"].rpartition(".")
-        found = services.results.by_token(token) if extension == "png" else None
+        _, results = services.stored()
+        found = await run_in_threadpool(results.by_token, token) if extension == "png" else None
         if found is None:
             raise NotFound(_gone("result", services))
         # The URL is the only secret: no shared cache may keep it.
@@ -208,7 +213,7 @@ async def image_bytes(body: Mapping[str, object], job: Job, services: Services) 
     return reply.content
 
 
-def success_body(result: Result) -> dict[str, Any]:
+def success_body(result: KeptResult) -> dict[str, Any]:
     details = result.details
     url = f"{details['base_url']}/results/{result.token}.png"
     output = _common.b64encode(result.data) if details["base64"] else url
@@ -220,13 +225,6 @@ def success_body(result: Result) -> dict[str, Any]:
         "proxy_links": [url],
         "meta": details["meta"],
     }
-
-
-def base_url(request: Request, settings: Settings) -> str:
-    """Where clients reach this server: the setting, else the request's own base URL."""
-    if settings.public_base_url:
-        return settings.public_base_url
-    return str(request.base_url).rstrip("/")
 
 
 def _key(body: Mapping[str, object]) -> str | None:
@@ -258,6 +256,6 @@ def _track_id(value: object) -> str | int | None:
 
 
 def _gone(label: str, services: Services) -> str:
-    ttl = services.results.ttl_s
+    ttl = services.settings.results_ttl_s
     seconds = str(int(ttl)) if float(ttl).is_integer() else f"{ttl:g}"
     return f"{label}: no such result; results are kept for {seconds} seconds"

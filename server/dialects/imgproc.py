@@ -1,0 +1,410 @@
+"""The IMG Processing API (img-processing.com): stored images, their transforms and
+background removal.
+
+Background removal is an operation on a stored image: a client uploads once,
+gets an `image_...` id and calls `POST /v1/images/{id}/remove-background`,
+which creates a new PNG image. What its official SDK (npm `img-processing-sdk`)
+needs:
+
+- `x-api-key` on every call; errors as problem details, which the SDK turns
+  into its `IMGProcessingAPIError` (`type`, `error`, `status`, `message`, and
+  `errors` for a 422).
+- Creating and transforming calls answer 201 with an Image object and
+  `X-Image-Processing-Usage` (images counted); reads answer 200.
+- Transforms never change their source: each creates a new image.
+- `links.next`/`links.previous` of a listing are full URLs the SDK fetches.
+
+Images belong to the key that created it: any other key gets the same 404 as
+for an id that never existed. The rows and bytes live in server/storage/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TypeVar
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .. import transforms
+from ..errors import (
+    ApiError,
+    NotFound,
+    NotImplementedRoute,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+)
+from ..forms import read_form
+from ..imaging import Limits
+from ..options import CutoutOptions
+from ..outbound import OutboundError
+from ..services import Services, services_of
+from ..storage import ImageFormat, NewImage, Storage, StorageError, StoredImage
+from . import _common
+from .imgproc_fields import (
+    ID_PATTERN,
+    PUBLIC_PREFIX,
+    image_object,
+    name_field,
+    new_id,
+    not_found,
+    probe,
+    take_field,
+)
+
+log = logging.getLogger("matte")
+
+IMAGES = "/v1/images"
+IMAGE = "/v1/images/{id}"
+# Published images: served without a key, the token being the only secret.
+PUBLIC = PUBLIC_PREFIX + "{name}"
+USAGE = "/v1/usage"
+USAGE_HEADER = "x-image-processing-usage"
+# The SDK's sandbox keys: their images may be given a maximum age.
+TEST_KEY_PREFIX = "test_"
+ERROR_DOCS = "https://docs.img-processing.com/api-reference/errors"
+
+# The hosted API's other operations: generation, classification, captioning and
+# text extraction have no model here.
+NOT_OFFERED = (
+    "/v1/images/imagine",
+    "/v1/images/{id}/classify",
+    "/v1/images/{id}/visualize",
+    "/v1/images/{id}/extract-text",
+)
+
+T = TypeVar("T")
+
+
+class ImgProcessingDialect:
+    name = "imgproc"
+    # Wall-clock time for created_at and retention; a test pins it.
+    clock: Callable[[], float] = staticmethod(time.time)
+
+    def routes(self) -> list[BaseRoute]:
+        def post(path: str, endpoint: Callable[[Request], object]) -> Route:
+            return Route(path, endpoint, methods=["POST"])
+
+        return [
+            post(IMAGES + "/upload", self.upload),
+            post(IMAGES, self.create_from_url),
+            Route(IMAGES, self.list_images, methods=["GET"]),
+            *(post(path, self.not_offered) for path in NOT_OFFERED),
+            Route(IMAGE, self.get_image, methods=["GET"]),
+            Route(IMAGE, self.delete_image, methods=["DELETE"]),
+            Route(IMAGE + "/download", self.download, methods=["GET"]),
+            post(IMAGE + "/publish", self.publish),
+            post(IMAGE + "/unpublish", self.unpublish),
+            post(IMAGE + "/remove-background", self.remove_background),
+            post(IMAGE + "/{op}", self.transform),
+            Route(PUBLIC, self.public, methods=["GET"]),
+            Route(USAGE, self.usage, methods=["GET"]),
+        ]
+
+    def render_error(self, error: ApiError, request_id: str) -> Response:
+        status = error.status
+        message = " ".join(error.messages)
+        if isinstance(error, Unauthorized):
+            message = "x-api-key: invalid or missing API key"
+        body: dict[str, object] = {
+            "type": f"{ERROR_DOCS}#{error.name.replace('_', '-')}",
+            "error": HTTPStatus(status).phrase,
+            "status": status,
+            "message": message,
+        }
+        if isinstance(error, Unprocessable):
+            body["errors"] = error.problems
+            body["message"] = "The request has invalid fields: " + "; ".join(error.problems)
+        return JSONResponse(body, status_code=status, headers=error.headers)
+
+    # --- creating images ------------------------------------------------------------------
+
+    async def upload(self, request: Request) -> Response:
+        """`POST /v1/images/upload`: multipart `image` and `name`."""
+        owner, key = self._enter(request)
+        services = services_of(request)
+        form = await read_form(request)
+        name = form.text("name")
+        part = form.get("image")
+        problems = []
+        if part is None or not part.data:
+            problems.append("image: is required: a jpeg, png or webp file")
+        checked = name_field(name, required=True, problems=problems)
+        if problems:
+            raise Unprocessable(problems)
+        assert part is not None and checked is not None
+        data = bytes(part.data)
+        return await self._create(request, services, key, owner, checked, data, usage=1)
+
+    async def create_from_url(self, request: Request) -> Response:
+        """`POST /v1/images` {"name", "url"}: fetched through the outbound guard,
+        from the hosts MATTE_FETCH_ALLOWED_HOSTS lists and no others."""
+        owner, key = self._enter(request)
+        services = services_of(request)
+        body = await _common.read_json_object(request)
+        problems: list[str] = []
+        name = name_field(body.get("name"), required=True, problems=problems)
+        url = body.get("url")
+        if not isinstance(url, str) or not url.strip():
+            problems.append("url: is required: the http(s) URL of a jpeg, png or webp image")
+        if problems:
+            raise Unprocessable(problems)
+        assert isinstance(url, str) and name is not None
+        try:
+            reply = await services.outbound.get(
+                url.strip(), hosts=services.settings.fetch_allowed_hosts
+            )
+        except OutboundError as error:
+            raise Unprocessable([f"url: {error.reason}"], field="url") from None
+        if not reply.ok:
+            raise Unprocessable([f"url: the URL answered HTTP {reply.status}"], field="url")
+        return await self._create(request, services, key, owner, name, reply.content, usage=1)
+
+    async def remove_background(self, request: Request) -> Response:
+        """`POST /v1/images/{id}/remove-background` {"name"?}: a PNG cut-out; counts 2."""
+        owner, key = self._enter(request)
+        services = services_of(request)
+        pipeline = services.ready_pipeline()
+        with pipeline.admission.ticket() as ticket:
+            body = await _common.read_json_object(request)
+            name = name_field(body.get("name"), required=False)
+            source = await self._find(services, request, owner)
+            data = await _stored(services, lambda storage: storage.image_data(source))
+            cutout = await _common.cut_out(pipeline, ticket, data, CutoutOptions(), "image")
+        return await self._create(
+            request, services, key, owner, name or source.name, cutout.data, usage=2
+        )
+
+    async def transform(self, request: Request) -> Response:
+        """`POST /v1/images/{id}/<op>`: convert, resize, crop, rotate, mirror, blur,
+        modulate, watermark; each a new image."""
+        owner, key = self._enter(request)
+        op = request.path_params["op"]
+        if op not in transforms.OPS:
+            raise NotFound()
+        services = services_of(request)
+        body = await _common.read_json_object(request)
+        problems: list[str] = []
+        name = name_field(body.get("name"), required=False, problems=problems)
+        try:
+            transform = transforms.parse(op, body)
+        except Unprocessable as invalid:
+            raise Unprocessable(problems + invalid.problems) from None
+        if problems:
+            raise Unprocessable(problems)
+        source = await self._find(services, request, owner)
+        marks: dict[str, bytes] = {}
+        for index, mark_id in enumerate(transform.watermark_ids()):
+            mark = await self._lookup(services, mark_id, owner)
+            if mark is None:
+                raise Unprocessable([f"watermarks[{index}].id: {not_found(mark_id)}"])
+            marks[mark_id] = await _stored(services, _reader(mark))
+        data = await _stored(services, lambda storage: storage.image_data(source))
+        encoded = await run_in_threadpool(
+            transform.apply, data, source.format, marks, _limits(services)
+        )
+        return await self._store(
+            request,
+            services,
+            key,
+            owner,
+            name or source.name,
+            encoded.data,
+            encoded.format,
+            (encoded.width, encoded.height),
+            usage=1,
+        )
+
+    async def _create(
+        self,
+        request: Request,
+        services: Services,
+        key: str,
+        owner: str,
+        name: str,
+        data: bytes,
+        usage: int,
+    ) -> Response:
+        fmt, size = await run_in_threadpool(probe, data, _limits(services))
+        return await self._store(request, services, key, owner, name, data, fmt, size, usage)
+
+    async def _store(
+        self,
+        request: Request,
+        services: Services,
+        key: str,
+        owner: str,
+        name: str,
+        data: bytes,
+        fmt: ImageFormat,
+        size: tuple[int, int],
+        usage: int,
+    ) -> Response:
+        now = dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+        max_age = services.settings.test_image_max_age_s
+        expires_at = None
+        if max_age > 0 and key.startswith(TEST_KEY_PREFIX):
+            expires_at = now + dt.timedelta(seconds=max_age)
+        new = NewImage(new_id(), owner, name, fmt, size[0], size[1], data, expires_at)
+        stored = await _stored(services, lambda storage: storage.add_image(new))
+        await _stored(services, lambda storage: storage.count_usage(owner, now.date(), usage))
+        return JSONResponse(
+            image_object(stored, _common.base_url(request, services.settings)),
+            status_code=201,
+            headers={USAGE_HEADER: str(usage)},
+        )
+
+    # --- reading and managing images ------------------------------------------------------
+
+    async def list_images(self, request: Request) -> Response:
+        """`GET /v1/images?take=&from=`: newest first, with full URLs to the pages beside."""
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        take = take_field(request.query_params.get("take"))
+        start = request.query_params.get("from") or None
+        if start is not None and not ID_PATTERN.fullmatch(start):
+            raise NotFound(not_found(start))
+        page = await _stored(services, lambda storage: storage.page(owner, take, start))
+        if page is None:
+            raise NotFound(not_found(start or ""))
+        base = _common.base_url(request, services.settings)
+
+        def link(image_id: str | None) -> str | None:
+            if image_id is None:
+                return None
+            return f"{base}{IMAGES}?{urlencode({'take': take, 'from': image_id})}"
+
+        return JSONResponse(
+            {
+                "data": [image_object(image, base) for image in page.images],
+                "links": {"previous": link(page.previous_id), "next": link(page.next_id)},
+            }
+        )
+
+    async def get_image(self, request: Request) -> Response:
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        image = await self._find(services, request, owner)
+        return JSONResponse(image_object(image, _common.base_url(request, services.settings)))
+
+    async def download(self, request: Request) -> Response:
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        image = await self._find(services, request, owner)
+        data = await _stored(services, lambda storage: storage.image_data(image))
+        return Response(data, media_type=f"image/{image.format}")
+
+    async def delete_image(self, request: Request) -> Response:
+        """No body: 204. The bytes go once no image refers to them; a published
+        copy stops answering with the row."""
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        image_id = request.path_params["id"]
+        deleted = ID_PATTERN.fullmatch(image_id) is not None and await _stored(
+            services, lambda storage: storage.delete_image(image_id, owner)
+        )
+        if not deleted:
+            raise NotFound(not_found(image_id))
+        return Response(status_code=204)
+
+    async def publish(self, request: Request) -> Response:
+        return await self._set_public(request, publish=True)
+
+    async def unpublish(self, request: Request) -> Response:
+        return await self._set_public(request, publish=False)
+
+    async def _set_public(self, request: Request, publish: bool) -> Response:
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        image = await self._find(services, request, owner)
+        # Publishing twice keeps the first URL: links already handed out keep working.
+        token = (image.public_token or secrets.token_urlsafe(24)) if publish else None
+        updated = await _stored(
+            services, lambda storage: storage.set_public_token(image.id, owner, token)
+        )
+        if updated is None:  # deleted in between
+            raise NotFound(not_found(image.id))
+        base = _common.base_url(request, services.settings)
+        return JSONResponse(image_object(updated, base))
+
+    async def public(self, request: Request) -> Response:
+        """A published image, without a key; 404 once unpublished or deleted."""
+        request.state.dialect = self
+        services = services_of(request)
+        token, _, extension = request.path_params["name"].rpartition(".")
+        image = await _stored(services, lambda storage: storage.published(token)) if token else None
+        if image is None or extension != image.format:
+            raise NotFound("route: no published image at this URL")
+        data = await _stored(services, _reader(image))
+        # Unpublishing must take effect at once: no cache may keep a copy.
+        return Response(
+            data, media_type=f"image/{image.format}", headers={"cache-control": "no-cache"}
+        )
+
+    async def usage(self, request: Request) -> Response:
+        """Matte's own addition: images counted for this key, per day (UTC)."""
+        owner, _ = self._enter(request)
+        services = services_of(request)
+        days = await _stored(services, lambda storage: storage.usage(owner))
+        return JSONResponse(
+            {"data": [{"date": day.isoformat(), "images": count} for day, count in days.items()]}
+        )
+
+    async def not_offered(self, request: Request) -> Response:
+        self._enter(request)
+        raise NotImplementedRoute(
+            "route: image generation, classification and text extraction are not offered "
+            "by this server; it removes backgrounds and transforms images"
+        )
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _enter(self, request: Request) -> tuple[str, str]:
+        """Every keyed route: this dialect renders its errors; the key is checked and
+        counted. The caller's storage owner and key."""
+        request.state.dialect = self
+        key = request.headers.get("x-api-key") or None
+        owner = services_of(request).authorize(request, key)
+        assert key is not None  # authorize refuses a missing key
+        return owner, key
+
+    async def _find(self, services: Services, request: Request, owner: str) -> StoredImage:
+        image_id = request.path_params["id"]
+        image = await self._lookup(services, image_id, owner)
+        if image is None:
+            raise NotFound(not_found(image_id))
+        return image
+
+    async def _lookup(self, services: Services, image_id: str, owner: str) -> StoredImage | None:
+        if not ID_PATTERN.fullmatch(image_id):
+            return None
+        return await _stored(services, lambda storage: storage.image(image_id, owner))
+
+
+def _limits(services: Services) -> Limits:
+    settings = services.settings
+    return Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
+
+
+def _reader(image: StoredImage) -> Callable[[Storage], bytes]:
+    return lambda storage: storage.image_data(image)
+
+
+async def _stored(services: Services, call: Callable[[Storage], T]) -> T:
+    """`call(storage)` in a thread; a storage failure is a 503 whose cause goes to
+    the log only."""
+    storage, _ = services.stored()
+    try:
+        return await run_in_threadpool(call, storage)
+    except StorageError:
+        log.exception("storage failed")
+        raise Unavailable("storage: temporarily unavailable, please retry shortly", 5) from None
