@@ -58,6 +58,7 @@ from .imgproc_fields import (
     new_id,
     not_found,
     probe,
+    query_value,
     take_field,
 )
 
@@ -269,8 +270,8 @@ class ImgProcessingDialect:
         """`GET /v1/images?take=&from=`: newest first, with full URLs to the pages beside."""
         owner, _ = self._enter(request)
         services = services_of(request)
-        take = take_field(request.query_params.get("take"))
-        start = request.query_params.get("from") or None
+        take = take_field(query_value(request.query_params.get("take")))
+        start = query_value(request.query_params.get("from"))
         if start is not None and not ID_PATTERN.fullmatch(start):
             raise NotFound(not_found(start))
         page = await _stored(services, lambda storage: storage.page(owner, take, start))

@@ -86,8 +86,17 @@ def name_field(value: object, required: bool, problems: list[str] | None = None)
     return text if isinstance(text, str) and text else None
 
 
+def query_value(raw: str | None) -> str | None:
+    """A query parameter, None when not sent. The SDK's listImages builds its query
+    from an object with ky, which writes an option left out as the text
+    "undefined" (`?take=undefined&from=undefined`): that counts as not sent too."""
+    if raw is None or raw.strip() in ("", "undefined", "null"):
+        return None
+    return raw
+
+
 def take_field(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return TAKE_DEFAULT
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= TAKE_MAX:
         raise Unprocessable([f"take: must be an integer from 1 to {TAKE_MAX}"])

@@ -320,6 +320,16 @@ def test_the_list_is_newest_first_in_pages_with_full_links(client: TestClient) -
     assert first["links"]["previous"] is None
 
 
+def test_the_sdks_undefined_query_values_mean_not_sent(client: TestClient) -> None:
+    # img-processing-sdk's listImages({take}) sends `from=undefined` (ky writes the
+    # option it left out as text), and listImages({}) `take=undefined` too.
+    ids = [uploaded(client)["id"] for _ in range(3)]
+    body = client.get("/v1/images?take=2&from=undefined", headers=AUTH).json()
+    assert [image["id"] for image in body["data"]] == ids[:0:-1]
+    body = client.get("/v1/images?take=undefined&from=null", headers=AUTH).json()
+    assert len(body["data"]) == 3
+
+
 def test_the_list_defaults_to_ten(client: TestClient) -> None:
     for _ in range(11):
         uploaded(client)
