@@ -421,6 +421,31 @@ def test_boolean_forms(client: TestClient, value: object, expected: bool) -> Non
 # --- fetch and expiry ---------------------------------------------------------------------
 
 
+def test_a_result_stored_by_one_replica_is_served_by_another(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # Two apps on one PostgreSQL database, as two replicas behind a balancer.
+    first = app_with(tmp_path / "a", database_url=postgres_url)
+    second = app_with(tmp_path / "b", database_url=postgres_url)
+    with TestClient(first) as one, TestClient(second) as other:
+        wait_ready(one)
+        body = success(remove(one, track_id="r1"))
+        image = fetched(other, body["output"][0])
+        assert image.status_code == 200 and image.content == fetched(one, body["output"][0]).content
+        again = other.post(f"/api/v6/fetch/{body['id']}", json={"key": KEY})
+        assert again.status_code == 200 and again.json() == body
+        wait_ready(other)
+
+
+def test_results_survive_a_restart(tmp_path: Path) -> None:
+    with TestClient(app_with(tmp_path)) as client:
+        wait_ready(client)
+        body = success(remove(client))
+        data = fetched(client, body["output"][0]).content
+    with TestClient(app_with(tmp_path)) as client:
+        assert fetched(client, body["output"][0]).content == data
+
+
 @pytest.mark.parametrize("path", FETCH_PATHS)
 def test_fetch_answers_the_same_body(keyed: TestClient, path: str) -> None:
     body = success(remove(keyed, base64=True, track_id=3))
