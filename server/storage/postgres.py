@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -23,16 +23,8 @@ from psycopg_pool import ConnectionPool
 
 from . import KeptResult, NewImage, Page, StorageError, StoredImage
 from .blobs import digest_of
-from .common import (
-    Clock,
-    check_result_size,
-    check_take,
-    evictions,
-    new_result_id,
-    new_token,
-    truncate_ms,
-    utc_now,
-)
+from .common import Clock, check_result_size, check_take, evictions, truncate_ms, utc_now
+from .queries import Queries, ResultRow
 
 POOL_MIN, POOL_MAX = 1, 8
 POOL_TIMEOUT_S = 30.0  # the longest wait for a connection, and for the first one on open
@@ -81,38 +73,24 @@ _SCHEMA = (
     )""",
 )
 
-_IMAGE_COLUMNS = (
-    "id, owner, name, format, width, height, size, digest, created_at, public_token, expires_at"
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# timestamptz and date columns (psycopg adapts datetime and date); results hold their bytes.
+QUERIES = Queries(
+    placeholder="%s",
+    store_time=_same,
+    load_time=_utc,
+    store_day=_same,
+    load_day=_same,
+    result_payload="data",
 )
-_RESULT_COLUMNS = "id, token, owner, media_type, data, expires_at, details"
-
-
-def _utc(moment: dt.datetime | None) -> dt.datetime | None:
-    return None if moment is None else moment.astimezone(dt.UTC)
-
-
-def _image(row: tuple[Any, ...]) -> StoredImage:
-    (number, owner, name, form, width, height, size, digest, created, token, expires) = row
-    return StoredImage(
-        id=number,
-        owner=owner,
-        name=name,
-        format=form,
-        width=width,
-        height=height,
-        size=size,
-        digest=digest,
-        created_at=created.astimezone(dt.UTC),
-        public_token=token,
-        expires_at=_utc(expires),
-    )
-
-
-def _result(row: tuple[Any, ...]) -> KeptResult:
-    number, token, owner, media_type, data, expires_at, encoded = row
-    return KeptResult(
-        number, token, bytes(data), media_type, owner, expires_at, json.loads(encoded)
-    )
 
 
 @contextlib.contextmanager
@@ -179,45 +157,14 @@ class PostgresStorage:
                         (digest, image.data),
                     )
                     created = truncate_ms(self._clock())
-                    connection.execute(
-                        f"INSERT INTO images ({_IMAGE_COLUMNS})"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL, %s)",
-                        (
-                            image.id,
-                            image.owner,
-                            image.name,
-                            image.format,
-                            image.width,
-                            image.height,
-                            len(image.data),
-                            digest,
-                            created,
-                            expires,
-                        ),
-                    )
+                    stored = QUERIES.add_image(connection, image, digest, created, expires)
             except psycopg.errors.UniqueViolation as error:
                 raise ValueError(f"an image with id {image.id!r} exists") from error
-        return StoredImage(
-            id=image.id,
-            owner=image.owner,
-            name=image.name,
-            format=image.format,
-            width=image.width,
-            height=image.height,
-            size=len(image.data),
-            digest=digest,
-            created_at=created,
-            public_token=None,
-            expires_at=expires,
-        )
+        return stored
 
     def image(self, image_id: str, owner: str) -> StoredImage | None:
         with _failures("read the image"), self._pool.connection() as connection:
-            row = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = %s AND owner = %s",
-                (image_id, owner),
-            ).fetchone()
-        return None if row is None else _image(row)
+            return QUERIES.image(connection, image_id, owner)
 
     def image_data(self, image: StoredImage) -> bytes:
         with _failures("read the image's bytes"), self._pool.connection() as connection:
@@ -233,35 +180,7 @@ class PostgresStorage:
         with _failures("list images"), self._pool.connection() as connection:
             # One snapshot for the two or three statements.
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            where, anchor = "owner = %s", [owner]
-            newer: list[str] = []
-            if start is not None:
-                row = connection.execute(
-                    "SELECT created_at, seq FROM images WHERE id = %s AND owner = %s",
-                    (start, owner),
-                ).fetchone()
-                if row is None:
-                    return None
-                where += " AND (created_at, seq) <= (%s, %s)"
-                anchor += list(row)
-                newer = [
-                    number
-                    for (number,) in connection.execute(
-                        "SELECT id FROM images WHERE owner = %s AND (created_at, seq) > (%s, %s)"
-                        " ORDER BY created_at, seq LIMIT %s",
-                        (owner, *row, take),
-                    )
-                ]
-            rows = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where}"
-                " ORDER BY created_at DESC, seq DESC LIMIT %s",
-                (*anchor, take + 1),
-            ).fetchall()
-        return Page(
-            images=[_image(row) for row in rows[:take]],
-            next_id=rows[take][0] if len(rows) > take else None,
-            previous_id=newer[-1] if newer else None,
-        )
+            return QUERIES.page(connection, owner, take, start)
 
     def delete_image(self, image_id: str, owner: str) -> bool:
         with _failures("delete the image"), self._pool.connection() as connection:
@@ -278,21 +197,13 @@ class PostgresStorage:
         with _failures("publish the image"):
             try:
                 with self._pool.connection() as connection:
-                    row = connection.execute(
-                        "UPDATE images SET public_token = %s WHERE id = %s AND owner = %s"
-                        f" RETURNING {_IMAGE_COLUMNS}",
-                        (token, image_id, owner),
-                    ).fetchone()
+                    return QUERIES.set_public_token(connection, image_id, owner, token)
             except psycopg.errors.UniqueViolation as error:
                 raise ValueError("another image is published under this token") from error
-        return None if row is None else _image(row)
 
     def published(self, token: str) -> StoredImage | None:
         with _failures("read the image"), self._pool.connection() as connection:
-            row = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE public_token = %s", (token,)
-            ).fetchone()
-        return None if row is None else _image(row)
+            return QUERIES.published(connection, token)
 
     def purge_images(self, now: dt.datetime) -> int:
         cutoff = truncate_ms(now)
@@ -310,18 +221,11 @@ class PostgresStorage:
 
     def count_usage(self, owner: str, day: dt.date, images: int) -> None:
         with _failures("count usage"), self._pool.connection() as connection:
-            connection.execute(
-                "INSERT INTO usage (owner, day, count) VALUES (%s, %s, %s)"
-                " ON CONFLICT (owner, day) DO UPDATE SET count = usage.count + excluded.count",
-                (owner, day, images),
-            )
+            QUERIES.count_usage(connection, owner, day, images)
 
     def usage(self, owner: str) -> Mapping[dt.date, int]:
         with _failures("read usage"), self._pool.connection() as connection:
-            rows = connection.execute(
-                "SELECT day, count FROM usage WHERE owner = %s ORDER BY day", (owner,)
-            ).fetchall()
-        return {day: int(count) for day, count in rows}
+            return QUERIES.usage(connection, owner)
 
     # --- kept results ---------------------------------------------------------------------
 
@@ -339,41 +243,30 @@ class PostgresStorage:
         encoded = json.dumps(kept_details)
         with _failures("keep the result"), self._pool.connection() as connection:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (RESULTS_LOCK,))
-            kept = connection.execute("SELECT id, size FROM results ORDER BY expires_at, seq")
-            drop = evictions(kept, len(data), max_bytes)
+            drop = evictions(QUERIES.result_sizes(connection), len(data), max_bytes)
             if drop:
                 connection.execute("DELETE FROM results WHERE id = ANY(%s)", (drop,))
-            number, token = self._fresh_names(connection)
-            connection.execute(
-                f"INSERT INTO results ({_RESULT_COLUMNS}, size)"
-                " VALUES (%s, %s, %s, %s, %b, %s, %s, %s)",
-                (number, token, owner, media_type, data, expires_at, encoded, len(data)),
-            )
+            # Under RESULTS_LOCK, so no other put takes the names before the insert.
+            number, token = QUERIES.fresh_result_names(connection)
+            row = ResultRow(number, token, owner, media_type, data, expires_at, encoded)
+            QUERIES.add_result(connection, row, len(data))
         return KeptResult(number, token, data, media_type, owner, expires_at, kept_details)
 
-    @staticmethod
-    def _fresh_names(connection: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, str]:
-        # Under RESULTS_LOCK, so no other put takes the name between check and insert.
-        while True:
-            number, token = new_result_id(), new_token()
-            taken = connection.execute(
-                "SELECT 1 FROM results WHERE id = %s OR token = %s", (number, token)
-            ).fetchone()
-            if taken is None:
-                return number, token
-
-    def _kept(self, where: str, parameters: tuple[Any, ...]) -> KeptResult | None:
-        with _failures("read the result"), self._pool.connection() as connection:
-            row = connection.execute(
-                f"SELECT {_RESULT_COLUMNS} FROM results WHERE {where}", parameters, binary=True
-            ).fetchone()
-        return None if row is None else _result(row)
+    def _kept(self, find: Callable[[psycopg.Cursor[Any]], ResultRow | None]) -> KeptResult | None:
+        with (
+            _failures("read the result"),
+            self._pool.connection() as connection,
+            # Binary: the bytea comes as it is, not hex-encoded.
+            connection.cursor(binary=True) as cursor,
+        ):
+            row = find(cursor)
+        return None if row is None else row.kept(bytes(row.payload))
 
     def result_by_token(self, token: str, now: float) -> KeptResult | None:
-        return self._kept("token = %s AND expires_at > %s", (token, now))
+        return self._kept(lambda cursor: QUERIES.result_by_token(cursor, token, now))
 
     def result_by_id(self, number: int, owner: str, now: float) -> KeptResult | None:
-        return self._kept("id = %s AND owner = %s AND expires_at > %s", (number, owner, now))
+        return self._kept(lambda cursor: QUERIES.result_by_id(cursor, number, owner, now))
 
     def purge_results(self, now: float) -> int:
         with _failures("delete expired results"), self._pool.connection() as connection:
@@ -382,8 +275,7 @@ class PostgresStorage:
 
     def result_bytes(self) -> int:
         with _failures("measure the results"), self._pool.connection() as connection:
-            row = connection.execute("SELECT COALESCE(SUM(size), 0) FROM results").fetchone()
-        return 0 if row is None else int(row[0])
+            return QUERIES.result_bytes(connection)
 
     # --- lifecycle ------------------------------------------------------------------------
 

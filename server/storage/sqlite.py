@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from .common import (
     check_take,
     evictions,
     from_ms,
-    new_result_id,
-    new_token,
     to_ms,
+    truncate_ms,
     utc_now,
 )
+from .queries import Queries, ResultRow
 from .sqlite_connections import POOL_SIZE, SCHEMA, Pool, failures
 
 log = logging.getLogger("matte.storage")
@@ -40,27 +40,15 @@ log = logging.getLogger("matte.storage")
 DATABASE = "matte.db"
 BLOBS = "blobs"
 
-_IMAGE_COLUMNS = (
-    "id, owner, name, format, width, height, size, digest, created_at, public_token, expires_at"
+# Times as milliseconds since the epoch, days as ISO text; results name their file.
+QUERIES = Queries(
+    placeholder="?",
+    store_time=to_ms,
+    load_time=from_ms,
+    store_day=dt.date.isoformat,
+    load_day=dt.date.fromisoformat,
+    result_payload="digest",
 )
-_RESULT_COLUMNS = "id, token, owner, media_type, digest, expires_at, details"
-
-
-def _image(row: tuple[Any, ...]) -> StoredImage:
-    (number, owner, name, form, width, height, size, digest, created, token, expires) = row
-    return StoredImage(
-        id=number,
-        owner=owner,
-        name=name,
-        format=form,
-        width=width,
-        height=height,
-        size=size,
-        digest=digest,
-        created_at=from_ms(created),
-        public_token=token,
-        expires_at=None if expires is None else from_ms(expires),
-    )
 
 
 class SqliteStorage:
@@ -138,6 +126,18 @@ class SqliteStorage:
         except (sqlite3.Error, OSError):
             log.warning("could not remove unreferenced stored bytes (the next start will)")
 
+    def _purge(self, table: str, cutoff: float) -> int:
+        """Delete `table`'s rows expired by `cutoff` (as the table stores times), then
+        their files; how many rows went."""
+        with self._write() as connection:
+            where = f"FROM {table} WHERE expires_at <= ?"
+            digests = [
+                digest for (digest,) in connection.execute(f"SELECT digest {where}", (cutoff,))
+            ]
+            connection.execute(f"DELETE {where}", (cutoff,))
+        self._collect(digests)
+        return len(digests)
+
     def _store(self, data: bytes, digest: str) -> None:
         """Inside a write transaction: make sure the file is there. A delete may have
         unlinked it after our first write, before this transaction took the lock."""
@@ -148,55 +148,24 @@ class SqliteStorage:
 
     def add_image(self, image: NewImage) -> StoredImage:
         digest = digest_of(image.data)
-        expires = None if image.expires_at is None else to_ms(image.expires_at)
+        expires = None if image.expires_at is None else truncate_ms(image.expires_at)
         with failures("store the image"):
             self._blobs.write(image.data, digest)
             try:
                 with self._write() as connection:
                     self._store(image.data, digest)
-                    created = to_ms(self._clock())
-                    connection.execute(
-                        f"INSERT INTO images ({_IMAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            image.id,
-                            image.owner,
-                            image.name,
-                            image.format,
-                            image.width,
-                            image.height,
-                            len(image.data),
-                            digest,
-                            created,
-                            None,
-                            expires,
-                        ),
-                    )
+                    created = truncate_ms(self._clock())
+                    stored = QUERIES.add_image(connection, image, digest, created, expires)
             except BaseException as error:
                 self._collect([digest])
                 if isinstance(error, sqlite3.IntegrityError):
                     raise ValueError(f"an image with id {image.id!r} exists") from error
                 raise
-        return StoredImage(
-            id=image.id,
-            owner=image.owner,
-            name=image.name,
-            format=image.format,
-            width=image.width,
-            height=image.height,
-            size=len(image.data),
-            digest=digest,
-            created_at=from_ms(created),
-            public_token=None,
-            expires_at=None if expires is None else from_ms(expires),
-        )
+        return stored
 
     def image(self, image_id: str, owner: str) -> StoredImage | None:
         with failures("read the image"), self._pool.connection() as connection:
-            row = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ? AND owner = ?",
-                (image_id, owner),
-            ).fetchone()
-        return None if row is None else _image(row)
+            return QUERIES.image(connection, image_id, owner)
 
     def image_data(self, image: StoredImage) -> bytes:
         with failures("read the image's bytes"):
@@ -208,36 +177,7 @@ class SqliteStorage:
     def page(self, owner: str, take: int, start: str | None) -> Page | None:
         check_take(take)
         with failures("list images"), self._read() as connection:
-            where, anchor = "owner = ?", [owner]
-            newer: list[str] = []
-            if start is not None:
-                row = connection.execute(
-                    "SELECT created_at, seq FROM images WHERE id = ? AND owner = ?",
-                    (start, owner),
-                ).fetchone()
-                if row is None:
-                    return None
-                where += " AND (created_at, seq) <= (?, ?)"
-                anchor += list(row)
-                newer = [
-                    number
-                    for (number,) in connection.execute(
-                        "SELECT id FROM images WHERE owner = ? AND (created_at, seq) > (?, ?)"
-                        " ORDER BY created_at, seq LIMIT ?",
-                        (owner, *row, take),
-                    )
-                ]
-            rows = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where}"
-                " ORDER BY created_at DESC, seq DESC LIMIT ?",
-                (*anchor, take + 1),
-            ).fetchall()
-        images = [_image(row) for row in rows[:take]]
-        return Page(
-            images=images,
-            next_id=rows[take][0] if len(rows) > take else None,
-            previous_id=newer[-1] if newer else None,
-        )
+            return QUERIES.page(connection, owner, take, start)
 
     def delete_image(self, image_id: str, owner: str) -> bool:
         with failures("delete the image"):
@@ -255,55 +195,28 @@ class SqliteStorage:
         with failures("publish the image"):
             try:
                 with self._write() as connection:
-                    connection.execute(
-                        "UPDATE images SET public_token = ? WHERE id = ? AND owner = ?",
-                        (token, image_id, owner),
-                    )
-                    row = connection.execute(
-                        f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ? AND owner = ?",
-                        (image_id, owner),
-                    ).fetchone()
+                    return QUERIES.set_public_token(connection, image_id, owner, token)
             except sqlite3.IntegrityError as error:
                 raise ValueError("another image is published under this token") from error
-        return None if row is None else _image(row)
 
     def published(self, token: str) -> StoredImage | None:
         with failures("read the image"), self._pool.connection() as connection:
-            row = connection.execute(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE public_token = ?", (token,)
-            ).fetchone()
-        return None if row is None else _image(row)
+            return QUERIES.published(connection, token)
 
     def purge_images(self, now: dt.datetime) -> int:
         cutoff = to_ms(now)
         with failures("delete expired images"):
-            with self._write() as connection:
-                digests = [
-                    digest
-                    for (digest,) in connection.execute(
-                        "SELECT digest FROM images WHERE expires_at <= ?", (cutoff,)
-                    )
-                ]
-                connection.execute("DELETE FROM images WHERE expires_at <= ?", (cutoff,))
-            self._collect(digests)
-        return len(digests)
+            return self._purge("images", cutoff)
 
     # --- usage ----------------------------------------------------------------------------
 
     def count_usage(self, owner: str, day: dt.date, images: int) -> None:
         with failures("count usage"), self._write() as connection:
-            connection.execute(
-                "INSERT INTO usage (owner, day, count) VALUES (?, ?, ?)"
-                " ON CONFLICT (owner, day) DO UPDATE SET count = count + excluded.count",
-                (owner, day.isoformat(), images),
-            )
+            QUERIES.count_usage(connection, owner, day, images)
 
     def usage(self, owner: str) -> Mapping[dt.date, int]:
         with failures("read usage"), self._pool.connection() as connection:
-            rows = connection.execute(
-                "SELECT day, count FROM usage WHERE owner = ? ORDER BY day", (owner,)
-            ).fetchall()
-        return {dt.date.fromisoformat(day): count for day, count in rows}
+            return QUERIES.usage(connection, owner)
 
     # --- kept results ---------------------------------------------------------------------
 
@@ -326,11 +239,9 @@ class SqliteStorage:
                 with self._write() as connection:
                     dropped = self._make_room(connection, len(data), max_bytes)
                     self._store(data, digest)
-                    number, token = self._fresh_names(connection)
-                    connection.execute(
-                        f"INSERT INTO results ({_RESULT_COLUMNS}, size) VALUES (?,?,?,?,?,?,?,?)",
-                        (number, token, owner, media_type, digest, expires_at, encoded, len(data)),
-                    )
+                    number, token = QUERIES.fresh_result_names(connection)
+                    row = ResultRow(number, token, owner, media_type, digest, expires_at, encoded)
+                    QUERIES.add_result(connection, row, len(data))
             except BaseException:
                 self._collect([digest])
                 raise
@@ -340,8 +251,7 @@ class SqliteStorage:
     @staticmethod
     def _make_room(connection: sqlite3.Connection, incoming: int, max_bytes: int) -> list[str]:
         """Drop the results that expire soonest until `incoming` fits; their digests."""
-        kept = connection.execute("SELECT id, size FROM results ORDER BY expires_at, seq")
-        drop = evictions(kept, incoming, max_bytes)
+        drop = evictions(QUERIES.result_sizes(connection), incoming, max_bytes)
         digests: list[str] = []
         for number in drop:
             (digest,) = connection.execute(
@@ -351,34 +261,20 @@ class SqliteStorage:
             connection.execute("DELETE FROM results WHERE id = ?", (number,))
         return digests
 
-    @staticmethod
-    def _fresh_names(connection: sqlite3.Connection) -> tuple[int, str]:
-        # Inside the write transaction, so nobody takes the name between check and insert.
-        while True:
-            number, token = new_result_id(), new_token()
-            taken = connection.execute(
-                "SELECT 1 FROM results WHERE id = ? OR token = ?", (number, token)
-            ).fetchone()
-            if taken is None:
-                return number, token
-
-    def _kept(self, where: str, parameters: tuple[Any, ...]) -> KeptResult | None:
+    def _kept(self, find: Callable[[sqlite3.Connection], ResultRow | None]) -> KeptResult | None:
         with failures("read the result"):
             with self._pool.connection() as connection:
-                row = connection.execute(
-                    f"SELECT {_RESULT_COLUMNS} FROM results WHERE {where}", parameters
-                ).fetchone()
+                row = find(connection)
             if row is None:
                 return None
-            number, token, owner, media_type, digest, expires_at, encoded = row
             try:
-                data = self._blobs.read(digest)
+                data = self._blobs.read(row.payload)
             except FileNotFoundError:
                 # A purge or eviction may have taken it since the row was read.
-                if self._kept_still(number):
+                if self._kept_still(row.id):
                     raise
                 return None
-        return KeptResult(number, token, data, media_type, owner, expires_at, json.loads(encoded))
+        return row.kept(data)
 
     def _kept_still(self, number: int) -> bool:
         with self._pool.connection() as connection:
@@ -386,28 +282,18 @@ class SqliteStorage:
         return row is not None
 
     def result_by_token(self, token: str, now: float) -> KeptResult | None:
-        return self._kept("token = ? AND expires_at > ?", (token, now))
+        return self._kept(lambda connection: QUERIES.result_by_token(connection, token, now))
 
     def result_by_id(self, number: int, owner: str, now: float) -> KeptResult | None:
-        return self._kept("id = ? AND owner = ? AND expires_at > ?", (number, owner, now))
+        return self._kept(lambda connection: QUERIES.result_by_id(connection, number, owner, now))
 
     def purge_results(self, now: float) -> int:
         with failures("delete expired results"):
-            with self._write() as connection:
-                digests = [
-                    digest
-                    for (digest,) in connection.execute(
-                        "SELECT digest FROM results WHERE expires_at <= ?", (now,)
-                    )
-                ]
-                connection.execute("DELETE FROM results WHERE expires_at <= ?", (now,))
-            self._collect(digests)
-        return len(digests)
+            return self._purge("results", now)
 
     def result_bytes(self) -> int:
         with failures("measure the results"), self._pool.connection() as connection:
-            (total,) = connection.execute("SELECT COALESCE(SUM(size), 0) FROM results").fetchone()
-        return int(total)
+            return QUERIES.result_bytes(connection)
 
     # --- lifecycle ------------------------------------------------------------------------
 

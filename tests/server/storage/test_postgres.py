@@ -3,6 +3,7 @@ and deletes of identical bytes from different transactions in either order."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,6 +93,21 @@ def test_a_second_replica_sees_the_first_ones_images(postgres_url: str) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_times_read_back_in_utc_whatever_the_sessions_time_zone(postgres_url: str) -> None:
+    # libpq's `options`: this replica's sessions answer timestamptz in Tokyo time.
+    tokyo = PostgresStorage(postgres_url + "?options=-c%20TimeZone%3DAsia%2FTokyo")
+    try:
+        added = tokyo.add_image(new_image(1, expires_at=dt.datetime(2031, 1, 1, tzinfo=dt.UTC)))
+        page = tokyo.page("alice", 1, None)
+        assert page is not None
+        for read in (tokyo.image(added.id, "alice"), *page.images):
+            assert read == added and read is not None
+            assert read.created_at.tzinfo == dt.UTC and read.expires_at is not None
+            assert read.expires_at.tzinfo == dt.UTC
+    finally:
+        tokyo.close()
 
 
 def test_an_add_waiting_on_a_delete_of_the_same_bytes_stores_them_again(
