@@ -59,7 +59,7 @@ def fixture_ious(settings: Settings, photos: list[Path]) -> dict[str, float]:
     # One caller with every core: these runs check quality, so only their speed matters here.
     quick = dataclasses.replace(settings, workers=1, intra_op_threads=settings.cores)
     limits = Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
-    full = OnnxEngine.load(dataclasses.replace(quick, precision="full"))
+    full = OnnxEngine.load(dataclasses.replace(quick, precision="fp32"))
     int8 = OnnxEngine.load(int8_settings(quick))
     ious = {}
     for photo in photos:

@@ -1,8 +1,9 @@
 """The model's own limit: the engine's `run` alone, no HTTP, no decode or encode.
 
 This is the ceiling Matte's end-to-end throughput is compared against. The
-session is the server's own (`server.engine.OnnxEngine.load`), so its options
-(spinning off, memory pattern, graph optimisation) are always the ones served.
+engine is the server's own (`server.engine.load_engine`: OpenVINO on the CPU
+unless MATTE_ENGINE says otherwise, ONNX Runtime on CUDA), so its options are
+always the ones served.
 Each layout is K callers running at once with N intra-op threads each, on one
 session shared by the callers (what the scheduler does with MATTE_WORKERS=K)
 or on one session per caller.
@@ -119,15 +120,16 @@ def measure(
 
 
 def _engines(settings: Settings, layout: Layout) -> list[Engine]:
-    from server.engine import OnnxEngine  # imports onnxruntime: only when measuring
+    from server.engine import load_engine  # imports the engines: only when measuring
 
     settings = dataclasses.replace(
         settings, workers=layout.callers, intra_op_threads=layout.threads
     )
     if layout.shared:
-        # ONNX Runtime's `run` is thread-safe: the server's workers share one session.
-        return [OnnxEngine.load(settings)] * layout.callers
-    return [OnnxEngine.load(settings) for _ in range(layout.callers)]
+        # Both engines' `run` is thread-safe (OpenVINO: one infer request per
+        # worker): the server's workers share one engine.
+        return [load_engine(settings)] * layout.callers
+    return [load_engine(settings) for _ in range(layout.callers)]
 
 
 def cases(cores: int, batches: list[int], quick: bool) -> list[tuple[Layout, int]]:

@@ -111,7 +111,7 @@ def _limit_table(limits: list[LimitResult]) -> str:
     rows = [
         "## Model limit (`session.run` alone)",
         "",
-        "The server's own session (`OnnxEngine.load`: intra-op spinning off, as served), "
+        "The server's own engine (`load_engine`, as served), "
         "fed a real photo at 1024x1024 (pixel/255 - 0.5).",
         "",
         "| layout (callers x intra-op threads) | batch | s per run | images/s "

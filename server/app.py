@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import PurePath
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,7 +26,7 @@ from .dialects.modelslab import ModelsLabDialect
 from .dialects.octoai import OctoAIDialect
 from .dialects.omixa import OmixaDialect
 from .dialects.stability import StabilityDialect
-from .engine import Engine, OnnxEngine, warm_up
+from .engine import Engine, load_engine, warm_up
 from .errors import ApiError, InternalError, MethodNotAllowed, NotFound
 from .keyring import Keyring
 from .metrics import CONTENT_TYPE, Metrics
@@ -154,7 +155,7 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings = services.settings
-        factory: EngineFactory = OnnxEngine.load if engine is None else (lambda _: engine)
+        factory: EngineFactory = load_engine if engine is None else (lambda _: engine)
         # Storage opens before the server listens: a database that cannot be
         # reached is a start-up failure the operator sees at once, not 503s later.
         opened = storage if storage is not None else await asyncio.to_thread(open_storage, settings)
@@ -223,11 +224,24 @@ async def _load(services: Services, factory: EngineFactory) -> None:
         layout.max_pending, layout.max_queue, settings.queue_timeout_s, services.metrics
     )
     services.pipeline = Pipeline(scheduler, admission, settings, services.metrics)
-    services.readiness = Readiness("ready", loaded.provider, loaded.model_file, round(warm_s, 3))
-    services.metrics.model.info({"provider": loaded.provider, "model_file": loaded.model_file})
+    # The file's name only: its path says how the host is laid out, to anyone.
+    file_name = PurePath(loaded.model_file).name
+    services.readiness = Readiness(
+        "ready", loaded.provider, file_name, round(warm_s, 3), loaded.engine, loaded.precision
+    )
+    services.metrics.model.info(
+        {
+            "provider": loaded.provider,
+            "engine": loaded.engine,
+            "precision": loaded.precision,
+            "model_file": file_name,
+        }
+    )
     log.info(
-        "model ready: provider=%s file=%s workers=%d threads/worker=%d batch=%d "
-        "pending=%d queue=%d warm-up=%.2fs",
+        "model ready: engine=%s precision=%s provider=%s file=%s workers=%d "
+        "threads/worker=%d batch=%d pending=%d queue=%d warm-up=%.2fs",
+        loaded.engine,
+        loaded.precision,
         loaded.provider,
         loaded.model_file,
         layout.workers,
@@ -248,6 +262,8 @@ async def readyz(request: Request) -> Response:
     body = {
         "status": readiness.state,
         "provider": readiness.provider,
+        "engine": readiness.engine,
+        "precision": readiness.precision,
         "model_file": readiness.model_file,
         "warm_up_s": readiness.warm_up_s,
     }

@@ -1,4 +1,6 @@
-"""The model engine: one ONNX Runtime session, its provider, threads and warm-up."""
+"""The model engine: which one runs (`load_engine`), ONNX Runtime's session (the
+CUDA engine, and the CPU one on request), and the warm-up. OpenVINO's CPU
+engine is in openvino_engine.py."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ ProviderName = Literal["cuda", "cpu"]
 class Engine(Protocol):
     """What the scheduler needs from a model: run a batch, say what runs it."""
 
-    provider: str
+    provider: str  # "cuda" or "cpu" (fakes: "fake")
+    engine: str  # "onnxruntime" or "openvino"
+    precision: str  # what the model computes in: fp32, fp16, bf16, int8
     model_file: str
     max_batch: int
 
@@ -34,16 +38,32 @@ class ModelMissing(RuntimeError):
     """The ONNX file is not where the settings say."""
 
 
+def load_engine(settings: Settings) -> Engine:
+    """The engine the settings ask for: ONNX Runtime on a usable GPU (CUDA, fp16)
+    or when MATTE_ENGINE=onnxruntime, else OpenVINO on the CPU."""
+    import onnxruntime as ort  # heavy import: only when a model is really loaded
+
+    if settings.engine == "onnxruntime" or choose_provider(settings, ort) == "cuda":
+        return OnnxEngine.load(settings)
+    from .openvino_engine import OpenVinoEngine
+
+    return OpenVinoEngine.load(settings)
+
+
 class OnnxEngine:
+    engine = "onnxruntime"
+
     def __init__(
         self,
         session: object,
         provider: ProviderName,
         model_file: Path,
         bind_to: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         self._session = session
         self.provider: str = provider
+        self.precision = precision
         self.model_file: str = str(model_file)
         # Device for IO binding ("cuda", or "cpu" in tests); None runs plainly.
         self._bind_to = bind_to
@@ -60,6 +80,12 @@ class OnnxEngine:
         import onnxruntime as ort  # heavy import: only when a model is really loaded
 
         provider = choose_provider(settings, ort)
+        if settings.precision == "bf16" and provider == "cpu":
+            from .openvino_engine import PrecisionUnsupported
+
+            raise PrecisionUnsupported(
+                "MATTE_PRECISION=bf16 runs on OpenVINO only: set MATTE_ENGINE=auto or openvino"
+            )
         model_file = settings.model_file(provider)
         if not model_file.is_file():
             raise ModelMissing(
@@ -92,7 +118,13 @@ class OnnxEngine:
             provider = "cpu"
         # On a GPU the output stays in device memory until one copy back, and
         # the input goes up in one copy from the array, through IO binding.
-        return cls(session, provider, model_file, bind_to="cuda" if provider == "cuda" else None)
+        return cls(
+            session,
+            provider,
+            model_file,
+            bind_to="cuda" if provider == "cuda" else None,
+            precision=_file_precision(model_file),
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] <= self.max_batch:
@@ -119,6 +151,15 @@ class OnnxEngine:
         self._session.run_with_iobinding(binding)  # type: ignore[attr-defined]
         output: np.ndarray = binding.copy_outputs_to_cpu()[0]
         return output
+
+
+def _file_precision(model_file: Path) -> str:
+    """What a prepared file computes in (models/fetch.py names them so); another
+    file (MATTE_MODEL_PATH, e.g. rembg's) is taken as fp32."""
+    for precision in ("fp16", "int8"):
+        if model_file.stem.endswith(precision):
+            return precision
+    return "fp32"
 
 
 def warm_up(engine: Engine) -> float:

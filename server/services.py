@@ -23,8 +23,10 @@ from .webhooks import Webhooks
 class Readiness:
     state: Literal["loading", "ready", "failed", "stopping"] = "loading"
     provider: str | None = None
-    model_file: str | None = None
+    model_file: str | None = None  # the file's name, never its path
     warm_up_s: float | None = None
+    engine: str | None = None
+    precision: str | None = None
 
 
 @dataclass

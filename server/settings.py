@@ -14,7 +14,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 Provider = Literal["auto", "cuda", "cpu"]
-Precision = Literal["full", "int8"]
+Precision = Literal["auto", "fp32", "bf16", "int8"]
+EngineName = Literal["auto", "openvino", "onnxruntime"]
 
 MODEL_NAME = "isnet-general-use"
 MIB = 1024 * 1024
@@ -45,7 +46,12 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "matte")
     model_path: Path | None = None
     provider: Provider = "auto"
-    precision: Precision = "full"
+    # auto: ONNX Runtime's CUDA provider on a usable GPU, else OpenVINO on the
+    # CPU (server/openvino_engine.py); onnxruntime: ONNX Runtime on the CPU too.
+    engine: EngineName = "auto"
+    # auto: the fastest precision within the quality bounds (bf16 on a CPU that
+    # has it, else fp32; fp16 on CUDA). bf16 is refused on a CPU without it.
+    precision: Precision = "auto"
 
     # Concurrency; below `workers`, 0 means "pick for the provider" (see
     # `layout`). `workers` is the model runs at once, one on every provider:
@@ -180,7 +186,10 @@ class Settings:
             cache_dir=Path(cache_dir).expanduser() if cache_dir else defaults.cache_dir,
             model_path=Path(model_path).expanduser() if model_path else None,
             provider=reader.choice("MATTE_PROVIDER", defaults.provider, ("auto", "cuda", "cpu")),
-            precision=reader.choice("MATTE_PRECISION", defaults.precision, ("full", "int8")),
+            engine=reader.choice(
+                "MATTE_ENGINE", defaults.engine, ("auto", "openvino", "onnxruntime")
+            ),
+            precision=reader.precision("MATTE_PRECISION", defaults.precision),
             workers=reader.integer("MATTE_WORKERS", defaults.workers, 1, 256),
             intra_op_threads=reader.integer("MATTE_INTRA_OP_THREADS", 0, 0, 1024),
             batch_size=reader.integer("MATTE_BATCH_SIZE", defaults.batch_size, 0, 256),
@@ -316,6 +325,14 @@ class _Reader:
         if urlsplit(raw).scheme not in ("postgresql", "postgres"):
             raise SettingsError(f"{name}: must be a postgresql:// URL")
         return raw
+
+    def precision(self, name: str, default: Precision) -> Precision:
+        # "full", the name before bf16 existed, is fp32.
+        raw = self.text(name).lower()
+        if raw == "full":
+            return "fp32"
+        value: Precision = self.choice(name, default, ("auto", "fp32", "bf16", "int8"))
+        return value
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> Any:
         # Any: the caller's field is a Literal of exactly these options.

@@ -12,6 +12,8 @@ class BrightnessEngine:
     and tied to the picture, so tests can check where alpha lands."""
 
     provider = "fake"
+    engine = "fake"
+    precision = "fp32"
     model_file = "brightness"
     max_batch = 64
 

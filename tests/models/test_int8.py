@@ -63,7 +63,7 @@ def mask(precision: str, rgb: np.ndarray) -> np.ndarray:
 def test_int8_mask_matches_fp32(photo: Path) -> None:
     rgb = load_rgb(photo)
     int8 = mask("int8", rgb)
-    full = mask("full", rgb)
+    full = mask("fp32", rgb)
     iou = soft_iou(int8, full)
     print(f"{photo.stem}: soft IoU int8 vs fp32 {iou:.4f}")
     assert iou >= MIN_IOU

@@ -76,6 +76,8 @@ def test_model_routes_answer_503_while_the_model_loads(settings: Settings) -> No
             assert ready.json() == {
                 "status": "loading",
                 "provider": None,
+                "engine": None,
+                "precision": None,
                 "model_file": None,
                 "warm_up_s": None,
             }
@@ -98,11 +100,33 @@ def test_readyz_once_ready_names_the_engine_and_its_warm_up(client: TestClient) 
     response = client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"status", "provider", "model_file", "warm_up_s"}
+    assert set(body) == {"status", "provider", "engine", "precision", "model_file", "warm_up_s"}
     assert (body["status"], body["provider"], body["model_file"]) == ("ready", "fake", "brightness")
+    assert (body["engine"], body["precision"]) == ("fake", "fp32")
     warm_up_s = body["warm_up_s"]
     assert isinstance(warm_up_s, float) and 0 <= warm_up_s < 30
     assert round(warm_up_s, 3) == warm_up_s  # milliseconds, not float noise
+
+
+class PathEngine(BrightnessEngine):
+    model_file = "/srv/secret/layout/cpu-fp32.onnx"
+    engine = "openvino"
+    precision = "bf16"
+
+
+def test_readyz_and_metrics_show_the_files_name_not_its_path(settings: Settings) -> None:
+    # Where the host keeps its files is nobody's business but the operator's (the log says).
+    with TestClient(create_app(settings, engine=PathEngine())) as client:
+        wait_ready(client)
+        body = client.get("/readyz").json()
+        assert body["model_file"] == "cpu-fp32.onnx"
+        assert (body["engine"], body["precision"]) == ("openvino", "bf16")
+        text = client.get("/metrics").text
+        assert "/srv/secret" not in text and "/srv/secret" not in str(body)
+        assert (
+            'matte_model_info{engine="openvino",model_file="cpu-fp32.onnx",'
+            'precision="bf16",provider="fake"} 1.0'
+        ) in text
 
 
 def test_a_failed_warm_up_marks_readyz_failed(
@@ -111,7 +135,14 @@ def test_a_failed_warm_up_marks_readyz_failed(
     app = create_app(settings, engine=FailingEngine())
     with TestClient(app, raise_server_exceptions=False) as client:
         body = wait_until_not_loading(client)
-        assert body == {"status": "failed", "provider": None, "model_file": None, "warm_up_s": None}
+        assert body == {
+            "status": "failed",
+            "provider": None,
+            "engine": None,
+            "precision": None,
+            "model_file": None,
+            "warm_up_s": None,
+        }
         assert client.get("/readyz").status_code == 503
         response = post(client, jpeg())
         assert_error(response, 503, "service_unavailable", NOT_LOADED)

@@ -89,6 +89,43 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     assert settings.test_image_max_age_s == 86_400
 
 
+def test_engine_and_precision_default_to_auto() -> None:
+    settings = Settings.from_env({})
+    assert (settings.engine, settings.precision) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("engine", ["auto", "openvino", "onnxruntime", "OpenVINO"])
+def test_engine_choices(engine: str) -> None:
+    assert Settings.from_env({"MATTE_ENGINE": engine}).engine == engine.lower()
+
+
+@pytest.mark.parametrize(
+    ("raw", "precision"),
+    [("auto", "auto"), ("fp32", "fp32"), ("BF16", "bf16"), ("int8", "int8"), ("full", "fp32")],
+)
+def test_precision_choices(raw: str, precision: str) -> None:
+    # "full" is what MATTE_PRECISION called fp32 before bf16: old settings keep working.
+    assert Settings.from_env({"MATTE_PRECISION": raw}).precision == precision
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MATTE_ENGINE", "tensorrt", "MATTE_ENGINE: must be one of auto, openvino, onnxruntime"),
+        ("MATTE_PRECISION", "fp16", "MATTE_PRECISION: must be one of auto, fp32, bf16, int8"),
+    ],
+)
+def test_bad_engine_values(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
+
+
+def test_bf16_and_fp32_load_the_fp32_file() -> None:
+    # bf16 is a compile-time hint to OpenVINO over the same weights.
+    for precision in ("auto", "fp32", "bf16"):
+        assert Settings(precision=precision).model_file("cpu").name == "cpu-fp32.onnx"
+
+
 def test_the_data_dir_follows_xdg_data_home(tmp_path: Path) -> None:
     settings = Settings.from_env({"XDG_DATA_HOME": str(tmp_path)})
     assert settings.storage_dir == tmp_path / "matte"

@@ -537,7 +537,10 @@ def test_health_ready_and_metrics(client: TestClient) -> None:
     assert f'matte_requests_total{{route="{PATH}",status="401"}} 1.0' in text
     for stage in ("decode", "predict", "matte", "encode"):
         assert f'matte_stage_seconds_count{{stage="{stage}"}} 1.0' in text
-    assert 'matte_model_info{model_file="brightness",provider="fake"} 1.0' in text
+    assert (
+        'matte_model_info{engine="fake",model_file="brightness",'
+        'precision="fp32",provider="fake"} 1.0' in text
+    )
     assert "matte_images_in_flight 0.0" in text
 
 
