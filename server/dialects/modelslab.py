@@ -104,6 +104,8 @@ class ModelsLabDialect:
         return routes
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
+        # Status and message only: ModelsLab's errors name no field, so this
+        # module's own BadRequests carry none (the message starts with it).
         message = KEY_MESSAGE if isinstance(error, Unauthorized) else "; ".join(error.messages)
         body: dict[str, Any] = {"status": "error", "message": message}
         retry_after = error.headers.get("retry-after")
@@ -149,7 +151,7 @@ class ModelsLabDialect:
         assert key is not None
         raw = request.path_params["id"]
         if not raw.isascii() or not raw.isdigit() or len(raw) > 16:
-            raise BadRequest("id: must be the id of a result, a number", field="id")
+            raise BadRequest("id: must be the id of a result, a number")
         _, results = services.stored()
         result = await run_in_threadpool(results.by_id, int(raw), Keyring.identity(key))
         if result is None:
@@ -186,7 +188,7 @@ def parse_job(body: Mapping[str, object], services: Services) -> Job:
         try:
             services.outbound.check_url(webhook.strip())
         except OutboundError as error:
-            raise BadRequest(f"webhook: {error.reason}", field="webhook") from None
+            raise BadRequest(f"webhook: {error.reason}") from None
         webhook = webhook.strip()
     return Job(
         image_url=image_url,
@@ -205,11 +207,11 @@ async def image_bytes(body: Mapping[str, object], job: Job, services: Services) 
     try:
         reply = await services.outbound.get(job.image_url)
     except OutboundError as error:
-        raise BadRequest(f"image: {error.reason}", field="image") from None
+        raise BadRequest(f"image: {error.reason}") from None
     if not reply.ok:
-        raise BadRequest(f"image: the URL answered HTTP {reply.status}", field="image")
+        raise BadRequest(f"image: the URL answered HTTP {reply.status}")
     if not reply.content:
-        raise BadRequest("image: the URL answered with an empty body", field="image")
+        raise BadRequest("image: the URL answered with an empty body")
     return reply.content
 
 
@@ -241,7 +243,7 @@ def _image_url(value: object, services: Services) -> str | None:
     try:
         services.outbound.check_url(text)
     except OutboundError as error:
-        raise BadRequest(f"image: {error.reason}", field="image") from None
+        raise BadRequest(f"image: {error.reason}") from None
     return text
 
 
@@ -250,9 +252,7 @@ def _track_id(value: object) -> str | int | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise BadRequest(
-        "track_id: must be a string, an integer or null", field="track_id", problem="type_error"
-    )
+    raise BadRequest("track_id: must be a string, an integer or null")
 
 
 def _gone(label: str, services: Services) -> str:

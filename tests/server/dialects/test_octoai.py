@@ -481,6 +481,12 @@ def rendered(error: ApiError) -> tuple[int, object, dict[str, str]]:
     return response.status_code, json.loads(bytes(response.body)), dict(response.headers)
 
 
+def test_a_bad_requests_headers_are_kept() -> None:
+    # A 422 may carry headers of its own (a Retry-After, say): the body changes shape, not them.
+    _, _, headers = rendered(BadRequest("a: one", field="a", headers={"retry-after": "3"}))
+    assert headers["retry-after"] == "3"
+
+
 def test_every_bad_request_is_a_422_list() -> None:
     status, body, _ = rendered(BadRequest("a: one", "a: two", field="a", problem="missing"))
     assert status == 422
