@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from server.app import create_app
-from server.dialects import imgproc
+from server.dialects import imgproc, imgproc_fields
 from server.outbound import Outbound
 from server.services import Services
 from server.settings import Settings
@@ -673,3 +673,22 @@ def test_the_dialect_clock_is_wall_clock_time() -> None:
     # A class attribute evaluated once would freeze created_at at import time.
     first = imgproc.ImgProcessingDialect.clock()
     assert abs(first - dt.datetime.now(dt.UTC).timestamp()) < 5
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (dt.datetime(2026, 12, 1, 12, 0, 0, 5_999, tzinfo=dt.UTC), "2026-12-01T12:00:00.005Z"),
+        (dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.UTC), "2026-12-01T12:00:00.000Z"),
+        (dt.datetime(2026, 1, 2, 3, 4, 5, 999_999, tzinfo=dt.UTC), "2026-01-02T03:04:05.999Z"),
+        # Another zone is written in UTC.
+        (
+            dt.datetime(2026, 12, 1, 13, 0, 0, 120_000, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+            "2026-12-01T12:00:00.120Z",
+        ),
+    ],
+)
+def test_created_at_is_utc_with_three_digits_of_milliseconds(
+    moment: dt.datetime, text: str
+) -> None:
+    assert imgproc_fields.iso_millis(moment) == text
