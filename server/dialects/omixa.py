@@ -106,8 +106,7 @@ def check_model(body: Mapping[str, object]) -> None:
     if model != MODEL:
         raise BadRequest(
             f"model: must be {MODEL}, the only model this server runs",
-            field="model",
-            problem="missing" if model is None else "value_error",
+            field="model",  # OpenAI's `param`; its errors have no problem kind
         )
 
 
