@@ -95,5 +95,7 @@ def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: 
         return encode_png(pixels, png_level)
     buffer = io.BytesIO()
     # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
-    Image.fromarray(pixels).save(buffer, "WEBP", quality=webp_quality, alpha_quality=100, method=4)
+    # method 2 (of 0-6): the best time for a size within 5% of the slower methods'
+    # (benchmarks/webp_methods.py; figures in README's Performance section).
+    Image.fromarray(pixels).save(buffer, "WEBP", quality=webp_quality, alpha_quality=100, method=2)
     return buffer.getvalue()
