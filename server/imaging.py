@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import BadRequest
 from .png import encode_png
@@ -18,6 +18,16 @@ OutputFormat = Literal["png", "webp"]
 # decoder it ships (TIFF, PSD, ...) on untrusted bytes.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# How each EXIF orientation (tag 274) turns the stored pixels upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -55,10 +65,26 @@ def decode(data: bytes, limits: Limits) -> Picture:
         check_size(*image.size, limits)
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             raise BadRequest("image: is truncated or corrupt") from None
-        return _to_picture(upright)
+        return _to_picture(upright(image))
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF (or XMP) orientation says.
+
+    Only the orientation is read, never rewritten: ImageOps.exif_transpose
+    re-encodes the whole EXIF block afterwards, and a tag of the wrong type
+    (XResolution as text, Artist as a number) makes that raise. A block so
+    malformed that even reading it fails counts as no orientation, as most
+    decoders treat it: the pixels are still a good photo.
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # Pillow's EXIF parser, on hostile bytes, raises almost anything
+        return image
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
 
 
 def check_size(width: int, height: int, limits: Limits) -> None:

@@ -506,3 +506,52 @@ def test_webp_quality_is_the_colour_quality() -> None:
     low = encode(noisy, "webp", png_level=1, webp_quality=5)
     high = encode(noisy, "webp", png_level=1, webp_quality=95)
     assert len(low) * 2 < len(high)
+
+
+# --- decode: malformed EXIF -------------------------------------------------------------------
+
+
+def exif_block(*entries: tuple[int, int, int, bytes]) -> bytes:
+    """A big-endian EXIF block with one IFD of (tag, type, count, value) entries, written
+    by hand: Pillow refuses to write tags of the wrong type, and hostile clients do not."""
+    ifd_size = 2 + 12 * len(entries) + 4
+    ifd, extra = struct.pack(">H", len(entries)), b""
+    for tag, kind, count, value in entries:
+        if len(value) <= 4:
+            ifd += struct.pack(">HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            ifd += struct.pack(">HHII", tag, kind, count, 8 + ifd_size + len(extra))
+            extra += value
+    ifd += struct.pack(">I", 0)
+    return b"Exif\0\0MM\0\x2a" + struct.pack(">I", 8) + ifd + extra
+
+
+ORIENTATION_6 = (0x0112, 3, 1, struct.pack(">H", 6))  # SHORT: rotate 90 clockwise
+MALFORMED_EXIF = {
+    # ImageOps.exif_transpose rewrote these after turning the image, and raised.
+    "xresolution as text": exif_block(ORIENTATION_6, (0x011A, 2, 4, b"abc\0")),
+    "artist as a rational": exif_block(ORIENTATION_6, (0x013B, 5, 1, struct.pack(">II", 3, 2))),
+    "a zero denominator": exif_block(ORIENTATION_6, (0x011A, 5, 1, struct.pack(">II", 3, 0))),
+}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("case", sorted(MALFORMED_EXIF))
+def test_malformed_exif_still_decodes_upright(fmt: str, case: str) -> None:
+    # JPEG's APP1, PNG's eXIf chunk, WebP's EXIF chunk: the orientation is still read.
+    data = save(Image.new("RGB", (200, 100), "red"), fmt, exif=MALFORMED_EXIF[case])
+    picture = decode(data, ANY_SIZE)
+    assert picture.size == (100, 200)
+
+
+def test_an_orientation_of_the_wrong_type_is_no_orientation() -> None:
+    data = save(Image.new("RGB", (200, 100)), "JPEG", exif=exif_block((0x0112, 2, 4, b"six\0")))
+    assert decode(data, ANY_SIZE).size == (200, 100)
+
+
+@pytest.mark.parametrize("block", [b"Exif\0\0MM\0", b"Exif\0\0XX\0\x2a\0\0\0\x08"])
+def test_an_exif_block_that_cannot_be_read_is_ignored(block: bytes) -> None:
+    # Not even a TIFF header: reading the orientation fails, the photo does not (it
+    # was refused as corrupt, though its pixels are whole).
+    data = save(Image.new("RGB", (200, 100)), "PNG", exif=block)
+    assert decode(data, ANY_SIZE).size == (200, 100)

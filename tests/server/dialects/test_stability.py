@@ -23,6 +23,7 @@ from server.errors import ApiError, BadRequest, RateLimited, Unavailable
 from server.settings import Settings
 from tests.conftest import AUTH, ID, KEY, PATH, assert_error, decode, jpeg, png, post, wait_ready
 from tests.fakes import BrightnessEngine, BrokenEngine, ManualClock
+from tests.server.test_imaging import MALFORMED_EXIF
 
 # --- success paths -----------------------------------------------------------------------
 
@@ -701,3 +702,14 @@ def test_reply_kind_refuses_what_it_cannot_send(accept: str) -> None:
     with pytest.raises(BadRequest) as error:
         reply_kind(accept)
     assert error.value.messages == ("accept: must be one of image/*, application/json",)
+
+
+def test_a_photo_with_malformed_exif_is_cut_out_not_a_500(client: TestClient) -> None:
+    # XResolution written as text beside an orientation: EXIF rewriting used to raise.
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), "white").save(
+        buffer, "JPEG", exif=MALFORMED_EXIF["xresolution as text"]
+    )
+    response = post(client, buffer.getvalue())
+    assert response.status_code == 200, response.text
+    assert Image.open(io.BytesIO(response.content)).size == (100, 200)  # still turned upright
