@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 MAX_PARTS = 64
 MAX_HEADER_BYTES = 16 * 1024
+MAX_BOUNDARY = 256  # python-multipart's own ceiling (RFC 2046: 70)
+MAX_PREAMBLE_BYTES = 16 * 1024
 
 
 @dataclass
@@ -62,11 +64,18 @@ async def read_form(request: Request) -> Form:
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequest("content-type: multipart/form-data needs a boundary")
+    if len(boundary) > MAX_BOUNDARY:
+        # RFC 2046 allows 70 characters; python-multipart refuses over 256 by raising.
+        raise BadRequest(
+            f"content-type: the multipart boundary must be at most {MAX_BOUNDARY} characters"
+        )
     builder = _FormBuilder()
     parser = MultipartParser(boundary, builder.callbacks())
+    preamble = _Preamble(b"--" + boundary)
     try:
         async for chunk in request.stream():
-            parser.write(chunk)
+            parser.write(preamble.strip(chunk))
+        parser.write(preamble.rest())
         parser.finalize()
     except FormParserError:
         raise BadRequest("body: malformed multipart/form-data") from None
@@ -75,6 +84,44 @@ async def read_form(request: Request) -> Form:
     if parser.state != MultipartState.END:
         raise BadRequest("body: malformed multipart/form-data")
     return Form(builder.parts)
+
+
+class _Preamble:
+    """Drops what comes before the first delimiter (RFC 2046's preamble, which
+    python-multipart refuses), up to MAX_PREAMBLE_BYTES."""
+
+    def __init__(self, delimiter: bytes) -> None:
+        self._delimiter = delimiter
+        self._held = bytearray()
+        self._done = False
+
+    def strip(self, chunk: bytes) -> bytes:
+        if self._done:
+            return chunk
+        self._held += chunk
+        start = self._first_delimiter()
+        if (start is None and len(self._held) > MAX_PREAMBLE_BYTES + len(self._delimiter) + 2) or (
+            start is not None and start > MAX_PREAMBLE_BYTES
+        ):
+            raise BadRequest("body: malformed multipart/form-data")
+        if start is None:
+            return b""
+        self._done = True
+        rest = bytes(self._held[start:])
+        self._held.clear()
+        return rest
+
+    def rest(self) -> bytes:
+        """What was held back for want of a delimiter: the parser's to refuse."""
+        rest = bytes(self._held)
+        self._held.clear()
+        return rest
+
+    def _first_delimiter(self) -> int | None:
+        if self._held.startswith(self._delimiter):
+            return 0
+        found = self._held.find(b"\r\n" + self._delimiter)
+        return None if found < 0 else found + 2
 
 
 class _FormBuilder:

@@ -9,7 +9,15 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from server.errors import BadRequest
-from server.forms import MAX_HEADER_BYTES, MAX_PARTS, Form, Part, read_form
+from server.forms import (
+    MAX_BOUNDARY,
+    MAX_HEADER_BYTES,
+    MAX_PARTS,
+    MAX_PREAMBLE_BYTES,
+    Form,
+    Part,
+    read_form,
+)
 
 CONTENT_TYPE = "multipart/form-data; boundary=b"
 MALFORMED = "body: malformed multipart/form-data"
@@ -135,7 +143,29 @@ def test_text_after_the_closing_boundary_is_ignored() -> None:
     assert summary(read(body(part("a")) + b"epilogue")) == [("a", None, None, b"v")]
 
 
+def test_text_before_the_first_boundary_is_ignored() -> None:
+    # RFC 2046 allows a preamble too.
+    data = b"This is a preamble.\r\n" + body(part("a"))
+    assert summary(read(data)) == [("a", None, None, b"v")]
+
+
 # --- the limits -----------------------------------------------------------------------------
+
+
+def test_a_boundary_of_256_characters_works() -> None:
+    boundary = "x" * MAX_BOUNDARY
+    data = body(part("a")).replace(b"--b", b"--" + boundary.encode())
+    form = read(data, content_type=f"multipart/form-data; boundary={boundary}")
+    assert summary(form) == [("a", None, None, b"v")]
+
+
+def test_a_longer_boundary_is_a_400_not_a_500() -> None:
+    # python-multipart raises on one over 256 characters as it is built.
+    boundary = "x" * (MAX_BOUNDARY + 1)
+    data = body(part("a")).replace(b"--b", b"--" + boundary.encode())
+    assert refusal(data, f"multipart/form-data; boundary={boundary}") == (
+        "content-type: the multipart boundary must be at most 256 characters"
+    )
 
 
 def test_64_parts_are_accepted() -> None:
@@ -273,3 +303,44 @@ def test_a_repeated_field_is_refused_as_ambiguous() -> None:
     with pytest.raises(BadRequest):
         form.text("format")
     assert form.text("other") == "v"
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_a_preamble_split_across_writes_is_dropped(chunk: int | None) -> None:
+    data = b"preamble --b not yet\r\n-b\r\n" + body(part("a"), part("b", b"w"))
+    form = read(data, chunk=chunk)
+    assert summary(form) == [("a", None, None, b"v"), ("b", None, None, b"w")]
+
+
+def test_a_preamble_longer_than_the_limit_is_refused() -> None:
+    data = b"x" * (MAX_PREAMBLE_BYTES + 1) + b"\r\n" + body(part("a"))
+    assert refusal(data) == MALFORMED
+
+
+def test_a_body_with_no_delimiter_is_still_malformed() -> None:
+    assert refusal(b"no parts here at all") == MALFORMED
+
+
+def test_a_preamble_at_the_limit_is_fine() -> None:
+    data = b"x" * (MAX_PREAMBLE_BYTES - 2) + b"\r\n" + body(part("a"))
+    assert summary(read(data, chunk=4096)) == [("a", None, None, b"v")]
+
+
+def test_an_endless_preamble_is_refused_while_it_streams() -> None:
+    # No delimiter ever: refused once the preamble limit is past, not held to the end.
+    sent = 0
+
+    async def receive() -> Message:
+        nonlocal sent
+        sent += 1
+        return {"type": "http.request", "body": b"y" * 1024, "more_body": sent < 1000}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-type", CONTENT_TYPE.encode())],
+    }
+    with pytest.raises(BadRequest, match="malformed"):
+        asyncio.run(read_form(Request(scope, receive)))
+    assert sent <= MAX_PREAMBLE_BYTES // 1024 + 2
