@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -140,6 +140,7 @@ def create_app(
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
+            ClientDisconnect: handle_disconnect,
             Exception: handle_unexpected,
         },
         lifespan=_lifespan(services, engine, storage, clock or time.time),
@@ -299,6 +300,17 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         error = ApiError(str(exc.detail))
         error.status = exc.status_code
     return _dialect(request).render_error(error, _request_id(request))
+
+
+# nginx's "client closed request": no client reads it, the metrics and log do.
+DISCONNECTED = 499
+
+
+async def handle_disconnect(request: Request, exc: Exception) -> Response:
+    """A client that went away mid-upload is neither a server error nor worth a
+    traceback: one line, and the request counted as 499."""
+    log.info("request %s: the client disconnected before sending all of it", _request_id(request))
+    return Response(status_code=DISCONNECTED)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message, Scope
 
 from server.app import create_app
 from server.scheduler import SchedulerStopped
@@ -281,3 +282,67 @@ def test_405_on_the_apps_own_routes_names_the_allowed_methods(client: TestClient
     assert_error(response, 405, "method_not_allowed", "method: not allowed on this route")
     # Starlette adds HEAD to GET routes; it lists the set in no fixed order.
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def disconnecting_upload(client: TestClient, path: str, content_type: str) -> list[Message]:
+    """Send half a body to `path` on the running app, then disconnect, as a client
+    closing its connection mid-upload does; the messages the app sent back."""
+    sent: list[Message] = []
+    messages: list[Message] = [
+        {"type": "http.request", "body": b"--b\r\nContent-Disposition: form-da", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {KEY}".encode()),
+            (b"x-api-key", KEY.encode()),
+            (b"content-type", content_type.encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    assert client.portal is not None
+    client.portal.call(client.app, scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        (PATH, "multipart/form-data; boundary=b"),
+        ("/v1/images/upload", "multipart/form-data; boundary=b"),
+        ("/api/v1/images/generations", "application/json"),
+    ],
+)
+def test_a_client_gone_mid_upload_is_a_499_and_one_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture, path: str, content_type: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="matte")
+    sent = disconnecting_upload(client, path, content_type)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    text = client.get("/metrics").text
+    assert f'matte_requests_total{{route="{path}",status="499"}} 1.0' in text
+    assert f'route="{path}",status="500"' not in text
+    records = [record for record in caplog.records if "disconnected" in record.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert not any(record.exc_info for record in caplog.records)
+    # And the server goes on serving.
+    assert post(client, jpeg()).status_code == 200
