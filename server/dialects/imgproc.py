@@ -137,8 +137,10 @@ class ImgProcessingDialect:
         name = form.text("name")
         part = form.get("image")
         problems = []
-        if part is None or not part.data:
+        if part is None:
             problems.append("image: is required: a jpeg, png or webp file")
+        elif not part.data:
+            problems.append("image: is empty: the part holds no bytes")
         checked = name_field(name, required=True, problems=problems)
         if problems:
             raise Unprocessable(problems)

@@ -48,8 +48,10 @@ class StabilityDialect:
         with pipeline.admission.ticket() as ticket:
             form = await read_form(request)
             image = form.get("image")
-            if image is None or not image.data:
+            if image is None:
                 raise BadRequest("image: is required")
+            if not image.data:
+                raise BadRequest("image: is empty: the part holds no bytes")
             # Unknown fields (`mode`, `prompt`, `api_key_override`, ...) are
             # ignored, as Stability does.
             options = CutoutOptions().with_fields(form.text)

@@ -193,6 +193,7 @@ def test_get_and_download_give_the_image_back(client: TestClient) -> None:
         (None, None, ["image: is required: a jpeg, png or webp file", "name: is required"]),
         (b"png?", "   ", ["name: is required"]),
         (b"png?", "x" * 31, ["name: must be at most 30 characters"]),
+        (b"", "photo", ["image: is empty: the part holds no bytes"]),
     ],
 )
 def test_upload_fields_are_checked_together(

@@ -296,7 +296,7 @@ def test_any_key_is_accepted_when_none_are_configured(
     ("fields", "image", "message"),
     [
         ({}, None, "image: is required"),
-        ({}, b"", "image: is required"),
+        ({}, b"", "image: is empty: the part holds no bytes"),
         ({"output_format": "gif"}, "jpeg", "output_format: must be one of png, webp"),
         ({"output_format": "jpeg"}, "jpeg", "output_format: must be one of png, webp"),
         ({}, b"not an image at all", "image: must be a jpeg, png or webp image"),
