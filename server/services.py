@@ -62,19 +62,27 @@ class Services:
 
         Every request counts against the rate limit, refused ones included:
         the limit protects the server. A caller without a valid key is counted
-        by address, so guessing keys cannot lock out a real one.
+        by address, so guessing keys cannot lock out a real one. With no keys
+        configured (any key accepted) a caller counts under its key and its
+        address both.
 
         `keyless_when_open`: with no keys configured, a request without a key
         is let in too (counted by address), for clients that cannot send one
         (octoai 1.11's `infer()` sends no Authorization header).
         """
         valid = self.keyring.accepts(presented_key) or (keyless_when_open and self.keyring.open)
+        address = "ip:" + (request.client.host if request.client else "unknown")
+        counted = [address]
         if valid and presented_key:
             identity = Keyring.identity(presented_key)
+            # An open keyring takes any key, so a caller could send a fresh one
+            # each time: its address has a budget of its own too.
+            counted = [identity, address] if self.keyring.open else [identity]
         else:
-            identity = "ip:" + (request.client.host if request.client else "unknown")
+            identity = address
         try:
-            self.limiter.check(identity)
+            for name in counted:
+                self.limiter.check(name)
         except RateLimited:
             self.metrics.rejected.labels("rate_limited").inc()
             raise

@@ -214,4 +214,25 @@ def test_keyless_when_open_still_counts_a_sent_key_as_itself(tmp_path: Path) -> 
     built, store = services(tmp_path)
     built.keyring = Keyring(frozenset())
     assert built.admit(request(), "any-key", keyless_when_open=True) is PIPELINE
-    assert store.keys == [key_identity("any-key")]
+    assert store.keys == [key_identity("any-key"), f"ip:{ADDRESS}"]
+
+
+def test_an_open_keyring_gives_each_address_a_budget_too(tmp_path: Path) -> None:
+    # Any key is accepted: a fresh key per request must not escape the limit.
+    built, _ = services(tmp_path, limit=3)
+    built.keyring = Keyring(frozenset())
+    for n in range(3):
+        assert built.admit(request(), f"fresh-key-{n}") is PIPELINE
+    with pytest.raises(RateLimited):
+        built.admit(request(), "fresh-key-3")
+    assert rejected(built, "rate_limited") == 1
+    # Another address has its own budget.
+    assert built.admit(request("198.51.100.1"), "fresh-key-4") is PIPELINE
+
+
+def test_configured_keys_are_counted_by_key_alone(tmp_path: Path) -> None:
+    # Several callers behind one address (a NAT) each keep their key's budget.
+    built, store = services(tmp_path, limit=2)
+    for key in (KEY, KEY, OTHER_KEY, OTHER_KEY):
+        assert built.admit(request(), key) is PIPELINE
+    assert f"ip:{ADDRESS}" not in store.keys
