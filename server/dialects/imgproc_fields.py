@@ -11,7 +11,7 @@ import secrets
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import BadRequest, Unprocessable
-from ..imaging import ACCEPTED_FORMATS, Limits, check_size
+from ..imaging import ACCEPTED_FORMATS, Limits, check_scans, check_size
 from ..storage import ImageFormat, StoredImage
 
 PUBLIC_PREFIX = "/v1/public/"
@@ -57,6 +57,8 @@ def probe(data: bytes, limits: Limits) -> tuple[ImageFormat, tuple[int, int]]:
             fmt = _FORMATS[str(image.format)]
             try:
                 check_size(*image.size, limits)
+                if fmt == "jpeg":
+                    check_scans(data)
             except BadRequest as error:
                 raise Unprocessable(list(error.messages), field="image") from None
             image.load()

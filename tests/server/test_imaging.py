@@ -10,10 +10,18 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, PngImagePlugin
 
 from server.errors import BadRequest
-from server.imaging import Limits, Picture, _to_picture, check_size, decode, encode
+from server.imaging import (
+    MAX_JPEG_SCANS,
+    Limits,
+    Picture,
+    _to_picture,
+    check_size,
+    decode,
+    encode,
+)
 
 # The server's limits (README): sides of 64 px or more, 4,096 to 4,194,304 pixels.
 LIMITS = Limits(min_side=64, min_pixels=4_096, max_pixels=4_194_304)
@@ -555,3 +563,40 @@ def test_an_exif_block_that_cannot_be_read_is_ignored(block: bytes) -> None:
     # was refused as corrupt, though its pixels are whole).
     data = save(Image.new("RGB", (200, 100)), "PNG", exif=block)
     assert decode(data, ANY_SIZE).size == (200, 100)
+
+
+# --- decode: work bounded by the file's structure ---------------------------------------------
+
+
+def test_a_progressive_jpeg_decodes() -> None:
+    data = save(Image.new("RGB", (200, 100), "blue"), "JPEG", progressive=True)
+    assert data.count(b"\xff\xda") > 1  # it has several scans
+    assert decode(data, ANY_SIZE).size == (200, 100)
+
+
+def with_scans(data: bytes, extra: int) -> bytes:
+    """`data` with `extra` more start-of-scan markers, hidden in a comment segment
+    right after SOI: the count is all the guard reads, before any decoding."""
+    payload = b"\xff\xda" * extra
+    comment = b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + comment + data[2:]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(progressive: bool) -> None:
+    data = save(Image.new("RGB", (200, 100)), "JPEG", progressive=progressive)
+    own = data.count(b"\xff\xda")
+    assert decode(with_scans(data, MAX_JPEG_SCANS - own), ANY_SIZE).size == (200, 100)
+    with pytest.raises(BadRequest) as refused:
+        decode(with_scans(data, MAX_JPEG_SCANS - own + 1), ANY_SIZE)
+    assert refused.value.messages == (
+        f"image: a JPEG of more than 100 scans is refused (this one has {MAX_JPEG_SCANS + 1})",
+    )
+
+
+def test_png_and_webp_are_not_counted_as_jpeg_scans() -> None:
+    # The same two bytes in a PNG's text are just text.
+    image = Image.new("RGB", (200, 100))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("note", "\xff\xda" * 200)
+    assert decode(save(image, "PNG", pnginfo=info), ANY_SIZE).size == (200, 100)

@@ -27,6 +27,7 @@ from server.storage import StorageError
 from tests.conftest import KEY, PATH, jpeg, png, wait_ready
 from tests.fakes import BrightnessEngine
 from tests.local_http import LocalServer, answer
+from tests.server.test_imaging import with_scans
 from tests.server.test_outbound import REFUSED_ADDRESS, Resolver
 
 OTHER_KEY = "live_other-key"
@@ -36,6 +37,7 @@ OTHER = {"x-api-key": OTHER_KEY}
 ID = re.compile(r"image_[a-z0-9]{24}")
 CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 DOCS = "https://docs.img-processing.com/api-reference/errors#"
+SOS = b"\xff\xda"  # a JPEG's start-of-scan marker
 
 
 def app_with(tmp_path: Path, **changes: Any) -> Starlette:
@@ -218,6 +220,13 @@ def test_a_name_of_30_characters_is_fine(client: TestClient) -> None:
 def test_files_that_are_not_usable_images_are_422(
     client: TestClient, data: bytes, error: str
 ) -> None:
+    assert_problem(upload(client, data), 422, invalid([error]), [error])
+
+
+def test_a_jpeg_of_too_many_scans_is_422(client: TestClient) -> None:
+    # Each scan is a pass over the whole image: the upload is refused before decoding.
+    data = with_scans(jpeg(128, 96), 101)
+    error = f"image: a JPEG of more than 100 scans is refused (this one has {data.count(SOS)})"
     assert_problem(upload(client, data), 422, invalid([error]), [error])
 
 
