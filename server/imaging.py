@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +55,15 @@ class Picture:
 
 def decode(data: bytes, limits: Limits) -> Picture:
     """Decode jpeg/png/webp bytes, refusing bad sizes from the header alone."""
+    with loaded(data, limits) as image:
+        return _to_picture(upright(image))
+
+
+@contextlib.contextmanager
+def loaded(data: bytes, limits: Limits) -> Iterator[Image.Image]:
+    """The image, fully decoded, once its header passed the limits: its size,
+    and for a JPEG its number of scans, are checked before any pixel is. Every
+    refusal is a BadRequest about `image`."""
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
@@ -60,8 +71,15 @@ def decode(data: bytes, limits: Limits) -> Picture:
         raise BadRequest(f"image: must have at most {limits.max_pixels:,} pixels") from None
     except UnidentifiedImageError:
         raise BadRequest("image: must be a jpeg, png or webp image") from None
-    except (OSError, SyntaxError, ValueError):
-        raise BadRequest("image: could not be read as a jpeg, png or webp image") from None
+    except ValueError as error:
+        if "Decompressed data too large" in str(error):
+            # A zlib bomb in a PNG's text or ICC chunk (Pillow caps them at 1 MB).
+            raise BadRequest(
+                "image: the png has a text or colour-profile chunk too large to decompress"
+            ) from None
+        raise BadRequest(corrupt(data)) from None
+    except (OSError, SyntaxError):
+        raise BadRequest(corrupt(data)) from None
     with image:
         check_size(*image.size, limits)
         if image.format == "JPEG":
@@ -69,8 +87,23 @@ def decode(data: bytes, limits: Limits) -> Picture:
         try:
             image.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            raise BadRequest("image: is truncated or corrupt") from None
-        return _to_picture(upright(image))
+            raise BadRequest(corrupt(data)) from None
+        yield image
+
+
+def corrupt(data: bytes) -> str:
+    """One message for a file whose signature names a format but whose rest does not
+    decode, whether its header or its pixels are cut short or broken."""
+    return f"image: the {_signature(data)} is truncated or corrupt"
+
+
+def _signature(data: bytes) -> str:
+    # Only called after Pillow identified one of ACCEPTED_FORMATS from these bytes.
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "webp"
+    return "jpeg"
 
 
 def check_scans(data: bytes) -> None:

@@ -4,14 +4,11 @@ names, `take`, and what an uploaded or fetched file must be."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import re
 import secrets
 
-from PIL import Image, UnidentifiedImageError
-
 from ..errors import BadRequest, Unprocessable
-from ..imaging import ACCEPTED_FORMATS, Limits, check_scans, check_size
+from ..imaging import Limits, loaded
 from ..storage import ImageFormat, StoredImage
 
 PUBLIC_PREFIX = "/v1/public/"
@@ -51,22 +48,12 @@ def new_id() -> str:
 
 def probe(data: bytes, limits: Limits) -> tuple[ImageFormat, tuple[int, int]]:
     """The image's format (from its bytes, never from a name or header) and size,
-    once it has decoded completely within the pixel limits."""
+    once it has decoded completely within the limits, as the pipeline decodes."""
     try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
-            fmt = _FORMATS[str(image.format)]
-            try:
-                check_size(*image.size, limits)
-                if fmt == "jpeg":
-                    check_scans(data)
-            except BadRequest as error:
-                raise Unprocessable(list(error.messages), field="image") from None
-            image.load()
-            return fmt, image.size
-    except UnidentifiedImageError:
-        raise Unprocessable(["image: must be a jpeg, png or webp image"], field="image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise Unprocessable(["image: is truncated or corrupt"], field="image") from None
+        with loaded(data, limits) as image:
+            return _FORMATS[str(image.format)], image.size
+    except BadRequest as error:
+        raise Unprocessable(list(error.messages), field="image") from None
 
 
 def name_field(value: object, required: bool, problems: list[str] | None = None) -> str | None:

@@ -29,8 +29,8 @@ LIMITS = Limits(min_side=64, min_pixels=4_096, max_pixels=4_194_304)
 ANY_SIZE = Limits(min_side=1, min_pixels=1, max_pixels=4_194_304)
 
 NOT_AN_IMAGE = "image: must be a jpeg, png or webp image"
-UNREADABLE = "image: could not be read as a jpeg, png or webp image"
-CORRUPT = "image: is truncated or corrupt"
+def corrupt(fmt: str) -> str:
+    return f"image: the {fmt} is truncated or corrupt"
 
 Array = npt.NDArray[np.uint8]
 
@@ -189,29 +189,47 @@ def test_unknown_bytes_are_not_an_image(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "fmt"),
     [
-        b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,  # the signature, then no valid chunk
-        b"RIFF\x00\x00\x00\x00WEBPVP8 ",  # a WebP header cut short
+        (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, "png"),  # the signature, then no valid chunk
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"),  # a WebP header cut short
     ],
 )
-def test_a_broken_header_could_not_be_read(data: bytes) -> None:
-    assert refusal(data) == (UNREADABLE,)
+def test_a_broken_header_names_the_format(data: bytes, fmt: str) -> None:
+    # The same message as a file cut short in its pixels: one message per format.
+    assert refusal(data) == (corrupt(fmt),)
 
 
-def test_truncated_jpeg_is_corrupt() -> None:
-    data = save(Image.fromarray(np.tile(pattern(40, 50), (4, 4, 1))), "JPEG")
-    assert refusal(data[: len(data) // 2]) == (CORRUPT,)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_file_cut_short_names_its_format(fmt: str, keep: float) -> None:
+    noisy = np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    data = save(Image.fromarray(noisy), fmt)
+    assert refusal(data[: int(len(data) * keep)]) == (corrupt(fmt.lower()),)
 
 
 def test_png_without_pixel_data_is_corrupt() -> None:
-    assert refusal(png_header(100, 100)) == (CORRUPT,)
+    assert refusal(png_header(100, 100)) == (corrupt("png"),)
 
 
-def test_truncated_png_is_corrupt() -> None:
-    noisy = np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8)
-    data = save(Image.fromarray(noisy), "PNG")
-    assert refusal(data[: len(data) // 2]) == (CORRUPT,)
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [b"zTXt", b"iCCP"],
+)
+def test_a_zlib_bomb_in_a_png_chunk_is_named_as_such(chunk: bytes) -> None:
+    bomb = zlib.compress(b"\0" * (20 * 1024 * 1024), 9)  # 20 KB that inflate to 20 MB
+    payload = (b"comment" if chunk == b"zTXt" else b"icc") + b"\0\0" + bomb
+    plain = save(Image.new("RGB", (100, 100)), "PNG")
+    data = plain[:33] + png_chunk(chunk, payload) + plain[33:]  # after IHDR
+    assert refusal(data) == (
+        "image: the png has a text or colour-profile chunk too large to decompress",
+    )
 
 
 # --- decode: sizes before pixels -----------------------------------------------------------

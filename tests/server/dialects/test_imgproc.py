@@ -213,7 +213,7 @@ def test_a_name_of_30_characters_is_fine(client: TestClient) -> None:
     [
         (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image: must be a jpeg, png or webp image"),
         (b"GIF89a" + b"\0" * 64, "image: must be a jpeg, png or webp image"),
-        (photo()[:200], "image: is truncated or corrupt"),
+        (photo()[:200], "image: the png is truncated or corrupt"),
         (png(32, 32), "image: width and height must be at least 64 pixels"),
     ],
 )

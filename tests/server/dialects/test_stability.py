@@ -301,7 +301,7 @@ def test_any_key_is_accepted_when_none_are_configured(
         ({"output_format": "jpeg"}, "jpeg", "output_format: must be one of png, webp"),
         ({}, b"not an image at all", "image: must be a jpeg, png or webp image"),
         ({}, "gif", "image: must be a jpeg, png or webp image"),
-        ({}, "truncated", "image: is truncated or corrupt"),
+        ({}, "truncated", "image: the jpeg is truncated or corrupt"),
         ({}, (63, 64), "image: width and height must be at least 64 pixels"),
         ({}, (64, 63), "image: width and height must be at least 64 pixels"),
         ({}, (2049, 2048), "image: must have at most 4,194,304 pixels, got 4,196,352"),
