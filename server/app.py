@@ -319,6 +319,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("request %s failed", request_id, exc_info=exc)
     response = _dialect(request).render_error(InternalError(), request_id)
     # This handler runs outside RequestContext (in Starlette's outermost
-    # middleware), so the id header is added here.
+    # middleware), so its headers are added here.
     response.headers["x-request-id"] = request_id
+    response.headers["x-content-type-options"] = "nosniff"
     return response

@@ -12,7 +12,8 @@ from .metrics import Metrics
 
 
 class RequestContext:
-    """Gives each request an id (`x-request-id`) and counts it by route and status.
+    """Gives each request an id (`x-request-id`), marks every response
+    `x-content-type-options: nosniff`, and counts it by route and status.
 
     The route label is the matched route's path template (`/results/{name}`),
     which Starlette's router leaves in the scope: one label per route, whatever
@@ -40,6 +41,10 @@ class RequestContext:
                 headers = list(message.get("headers", []))
                 if not any(name == b"x-request-id" for name, _ in headers):
                     headers.append((b"x-request-id", request_id.encode()))
+                # Every body is what its content-type says: no browser may sniff
+                # an uploaded image or an error into HTML.
+                if not any(name == b"x-content-type-options" for name, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 

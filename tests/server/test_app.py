@@ -236,6 +236,8 @@ def test_a_500_never_shows_the_exception_and_carries_the_request_id(
         response = client.get("/boom")
         assert_error(response, 500, "internal_error", GENERIC)
         assert "hunter2" not in response.text and "ValueError" not in response.text
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
         # The cause is in the log, under the id the client was given.
         request_id = response.json()["id"]
         logged = [r for r in caplog.records if request_id in r.getMessage()]

@@ -257,7 +257,7 @@ def test_each_response_gets_a_32_hex_request_id_that_the_app_also_sees() -> None
     start, body = send.messages
     assert start["type"] == "http.response.start" and start["status"] == 200
     assert start["headers"][0] == (b"content-type", b"text/plain")
-    assert len(start["headers"]) == 2
+    assert len(start["headers"]) == 3
     name, value = start["headers"][1]
     assert name == b"x-request-id" and HEX_ID.fullmatch(value.decode())
     # The error handlers read the id from the scope, so the body and header agree.
@@ -268,8 +268,9 @@ def test_each_response_gets_a_32_hex_request_id_that_the_app_also_sees() -> None
 def test_a_response_start_without_headers_still_gets_the_id() -> None:
     app, _ = responder(204, headers=None)
     send, _ = context(app)
-    [(name, value)] = send.messages[0]["headers"]
+    [(name, value), nosniff] = send.messages[0]["headers"]
     assert name == b"x-request-id" and HEX_ID.fullmatch(value.decode())
+    assert nosniff == (b"x-content-type-options", b"nosniff")
 
 
 def test_every_request_gets_its_own_id() -> None:
@@ -283,7 +284,18 @@ def test_every_request_gets_its_own_id() -> None:
 def test_an_id_the_app_already_set_is_kept_and_not_duplicated() -> None:
     app, _ = responder(200, [(b"x-request-id", b"from-the-app")])
     send, _ = context(app)
-    assert send.messages[0]["headers"] == [(b"x-request-id", b"from-the-app")]
+    assert send.messages[0]["headers"] == [
+        (b"x-request-id", b"from-the-app"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+
+
+def test_every_response_says_nosniff_once() -> None:
+    # Security headers on every response (issue 13); one the app set is kept, not doubled.
+    app, _ = responder(200, [(b"x-content-type-options", b"nosniff")])
+    send, _ = context(app)
+    values = [v for n, v in send.messages[0]["headers"] if n == b"x-content-type-options"]
+    assert values == [b"nosniff"]
 
 
 def test_known_routes_are_counted_by_path_and_status() -> None:
