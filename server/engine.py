@@ -43,8 +43,9 @@ def load_engine(settings: Settings) -> Engine:
     or when MATTE_ENGINE=onnxruntime, else OpenVINO on the CPU."""
     import onnxruntime as ort  # heavy import: only when a model is really loaded
 
-    if settings.engine == "onnxruntime" or choose_provider(settings, ort) == "cuda":
-        return OnnxEngine.load(settings)
+    provider = choose_provider(settings, ort)
+    if settings.engine == "onnxruntime" or provider == "cuda":
+        return OnnxEngine.load(settings, provider)
     from .openvino_engine import OpenVinoEngine
 
     return OpenVinoEngine.load(settings)
@@ -76,10 +77,11 @@ class OnnxEngine:
         self.max_batch: int = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else 1024
 
     @classmethod
-    def load(cls, settings: Settings) -> OnnxEngine:
+    def load(cls, settings: Settings, provider: ProviderName | None = None) -> OnnxEngine:
+        """`provider`: what load_engine already chose (None: choose it here)."""
         import onnxruntime as ort  # heavy import: only when a model is really loaded
 
-        provider = choose_provider(settings, ort)
+        provider = provider or choose_provider(settings, ort)
         if settings.precision == "bf16" and provider == "cpu":
             from .openvino_engine import PrecisionUnsupported
 

@@ -62,7 +62,7 @@ class Fields:
             or (low is not None and number < low)
             or (high is not None and number > high)
         ):
-            self.add(key, _int_range(low, high))
+            self.add(key, int_range(low, high))
             return None
         return number
 
@@ -168,7 +168,8 @@ def _as_number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _int_range(low: int | None, high: int | None) -> str:
+def int_range(low: int | None, high: int | None) -> str:
+    """How an integer field's rule is worded, here and in every JSON dialect."""
     if low is not None and high is not None:
         return f"must be an integer from {low} to {high}"
     if low is not None:

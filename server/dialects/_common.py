@@ -34,6 +34,7 @@ from ..errors import BadRequest
 from ..options import MAX_ERODE_SIZE, CutoutOptions
 from ..pipeline import Cutout, Pipeline
 from ..settings import Settings
+from ..transform_fields import int_range
 
 JsonObject = dict[str, object]
 
@@ -229,13 +230,7 @@ def _data_url_payload(text: str, field: str) -> str:
 
 
 def _int_message(field: str, low: int | None, high: int | None) -> str:
-    if low is not None and high is not None:
-        return f"{field}: must be an integer from {low} to {high}"
-    if low is not None:
-        return f"{field}: must be an integer of at least {low}"
-    if high is not None:
-        return f"{field}: must be an integer of at most {high}"
-    return f"{field}: must be an integer"
+    return f"{field}: {int_range(low, high)}"
 
 
 # --- options and the cut-out ---------------------------------------------------------------

@@ -21,6 +21,7 @@ for an id that never existed. The rows and bytes live in server/storage/.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import secrets
 import time
@@ -29,6 +30,7 @@ from http import HTTPStatus
 from typing import TypeVar
 from urllib.parse import urlencode
 
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -183,8 +185,11 @@ class ImgProcessingDialect:
             source = await self._find(services, request, owner)
             data = await _stored(services, lambda storage: storage.image_data(source))
             cutout = await _common.cut_out(pipeline, ticket, data, CutoutOptions(), "image")
-        return await self._create(
-            request, services, key, owner, name or source.name, cutout.data, usage=2
+        # The pipeline's own PNG: its size is in its header, no need to decode it again.
+        with Image.open(io.BytesIO(cutout.data)) as written:
+            size = written.size
+        return await self._store(
+            request, services, key, owner, name or source.name, cutout.data, "png", size, usage=2
         )
 
     async def transform(self, request: Request) -> Response:
