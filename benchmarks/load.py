@@ -239,7 +239,8 @@ def _retry_wait(header: str | None) -> float:
 
 
 async def _drive(
-    endpoint: Endpoint, concurrency: int, requests: int, rss: RssSampler
+    endpoint: Endpoint, concurrency: int, requests: int, rss: RssSampler,
+    deadline: float | None = None,
 ) -> list[Sample]:
     samples: list[Sample] = []
     issued = 0
@@ -248,7 +249,9 @@ async def _drive(
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal issued
-        while issued < requests:  # the loop is single-threaded: check and increment are atomic
+        # The loop is single-threaded: check and increment are atomic. Past the
+        # deadline no new request starts; those in flight finish.
+        while issued < requests and (deadline is None or time.perf_counter() < deadline):
             issued += 1
             started = time.perf_counter()
             status, rejected = await _attempts(client, endpoint)
@@ -260,13 +263,18 @@ async def _drive(
 
 
 def run_load(
-    endpoint: Endpoint, pid: int, concurrency: int, requests: int, rss_limit_kib: int = 0
+    endpoint: Endpoint, pid: int, concurrency: int, requests: int, rss_limit_kib: int = 0,
+    deadline_s: float | None = None,
 ) -> LoadResult:
-    """`requests` requests from `concurrency` workers; throughput counts successes only."""
+    """`requests` requests from `concurrency` workers; throughput counts successes only.
+
+    `deadline_s`: no request starts after that many seconds (the GPU check's time budget).
+    """
     with RssSampler(pid, rss_limit_kib) as rss:
         cpu = CpuMeter(pid)
         started = time.perf_counter()
-        samples = asyncio.run(_drive(endpoint, concurrency, requests, rss))
+        deadline = None if deadline_s is None else started + deadline_s
+        samples = asyncio.run(_drive(endpoint, concurrency, requests, rss, deadline))
         elapsed = max((s.finished for s in samples), default=started) - started
         server_cpu, other = cpu.stop()
     return LoadResult(

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,7 +96,16 @@ def measure(
     settings: Settings, photo: Path, layout: Layout, batch: int, *, warmup: int = 2, runs: int = 3
 ) -> LimitResult:
     """Images/s of `layout` at `batch`: warm-up runs first, then `runs` timed runs per caller."""
-    engines = _engines(settings, layout)
+    return measure_engines(_engines(settings, layout), photo, layout, batch, warmup=warmup,
+                           runs=runs)
+
+
+def measure_engines(
+    engines: Sequence[Engine], photo: Path, layout: Layout, batch: int, *, warmup: int = 2,
+    runs: int = 3,
+) -> LimitResult:
+    """`measure` on engines built elsewhere (one per caller, or one shared), e.g. the GPU
+    check's CUDA-graph and TensorRT sessions, which the server cannot load yet."""
     inputs = realistic_input(photo, batch)
     for engine in {id(engine): engine for engine in engines}.values():
         for _ in range(warmup):  # first runs allocate the arena and pick kernels
