@@ -2,6 +2,11 @@
 and precision this CPU supports, as the server loads them (`load_engine`).
 
     .venv/bin/python benchmarks/engines.py [--runs 7] [--out benchmarks/ENGINES.md]
+    .venv/bin/python benchmarks/engines.py --layouts [--images 8]
+
+`--layouts` prints instead, for the default engine and precision, how each concurrency
+layout (model runs at once x threads each, batch size) answers a lone image and how many
+images a second it keeps up when four or more are waiting.
 
 Writes a markdown table with the CPU's model and the flags that matter (AVX-512,
 AMX, VNNI) and OpenVINO's own capabilities, so a figure always says where it
@@ -18,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +76,61 @@ def measure(settings: Settings, runs: int) -> tuple[float, float, float] | str:
     return statistics.median(times), min(times), loaded
 
 
+# (workers, batch size): one run with every core, two runs of half the cores, a batch of 2.
+LAYOUTS = ((1, 1), (2, 1), (1, 2))
+
+
+def measure_layout(settings: Settings, images: int) -> tuple[float, float, float]:
+    """(fastest lone image s, images/s and CPU s an image with `images` waiting) for the
+    settings' layout. CPU seconds (every thread of the process) are what other load on a
+    shared machine disturbs least."""
+    layout = settings.layout("cpu")
+    engine = load_engine(settings)
+    rng = np.random.default_rng(0)
+    one = rng.random((1, 3, 1024, 1024), dtype=np.float32) - 0.5
+    full = rng.random((layout.batch_size, 3, 1024, 1024), dtype=np.float32) - 0.5
+    with ThreadPoolExecutor(layout.workers) as pool:
+        list(pool.map(lambda _: engine.run(full), range(layout.workers)))  # warm every stream
+        lone = []
+        for _ in range(3):
+            started = time.perf_counter()
+            engine.run(one)
+            lone.append(time.perf_counter() - started)
+        runs = -(-images // layout.batch_size)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        list(pool.map(lambda _: engine.run(full), range(runs)))
+        done = runs * layout.batch_size
+        rate = done / (time.perf_counter() - started)
+        cpu_s = (time.process_time() - cpu_started) / done
+    return min(lone), rate, cpu_s
+
+
+def layouts(base: Settings, images: int) -> None:
+    print(f"{base.engine} {base.precision}, {base.cores} cores, {images} images per run")
+    print(
+        "| runs at once x threads | batch | lone image s "
+        f"| images/s, {images} queued | CPU s/image |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for workers, batch in LAYOUTS:
+        settings = dataclasses.replace(base, workers=workers, batch_size=batch)
+        lone, rate, cpu_s = measure_layout(settings, images)
+        threads = settings.layout("cpu").threads
+        print(f"| {workers} x {threads} | {batch} | {lone:.2f} | {rate:.2f} | {cpu_s:.2f} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "ENGINES.md")
+    parser.add_argument("--layouts", action="store_true", help="compare concurrency layouts")
+    parser.add_argument("--images", type=int, default=8, help="images per --layouts run")
     args = parser.parse_args()
     base = dataclasses.replace(Settings.from_env(), provider="cpu")
+    if args.layouts:
+        layouts(base, args.images)
+        return
     import openvino as ov
 
     capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

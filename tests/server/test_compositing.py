@@ -147,6 +147,17 @@ def test_composite_cutout(picture: tuple[Mask, Mask]) -> None:
     np.testing.assert_array_equal(out[alpha > 0, :3], rgb[alpha > 0])
 
 
+def test_composite_cutout_of_strided_planes() -> None:
+    # What matting.refine_alpha may hand over: views, not contiguous arrays; every
+    # alpha level, so each pixel's coverage (zero or not) is checked.
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)[::2, ::-1]
+    alpha = np.tile(np.arange(256, dtype=np.uint8), (40, 3))[::2, 100:160]
+    out = compositing.composite(rgb, alpha, None)
+    expected = np.dstack([rgb * (alpha != 0)[..., None], alpha])
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_composite_over_opaque_colour(picture: tuple[Mask, Mask]) -> None:
     rgb, alpha = picture
     out = compositing.composite(rgb, alpha, (10, 200, 30))

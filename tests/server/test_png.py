@@ -73,3 +73,31 @@ def test_chunks_carry_valid_crcs() -> None:
 def test_unsupported_layouts_are_refused(pixels: np.ndarray) -> None:
     with pytest.raises(ValueError):
         encode_png(pixels, 1)
+
+
+@pytest.mark.parametrize("level", [2, 3, 4, 6])
+def test_every_level_round_trips(level: int) -> None:
+    pixels = _noise((50, 31, 4), seed=level)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(pixels, level)))), pixels)
+
+
+def _idat(data: bytes) -> bytes:
+    # The writer emits one IDAT, right after the signature and the 25-byte IHDR chunk.
+    offset = 8 + 25
+    length = int.from_bytes(data[offset : offset + 4], "big")
+    assert data[offset + 4 : offset + 8] == b"IDAT"
+    return data[offset + 8 : offset + 8 + length]
+
+
+@pytest.mark.parametrize(("level", "isal"), [(0, False), (1, True), (3, True), (4, False)])
+def test_levels_1_to_3_deflate_with_isal(level: int, isal: bool) -> None:
+    # ISA-L writes the served level 1 about 5x faster than zlib; its levels stop at 3.
+    from isal import isal_zlib
+
+    pixels = np.tile(np.arange(64, dtype=np.uint8), (32, 1))
+    filtered = np.empty((32, 65), dtype=np.uint8)
+    filtered[0] = [0, *pixels[0]]
+    filtered[1:, 0] = 2
+    filtered[1:, 1:] = 0
+    expected = (isal_zlib if isal else zlib).compress(filtered.tobytes(), level)
+    assert _idat(encode_png(pixels, level)) == expected
