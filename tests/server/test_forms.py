@@ -208,6 +208,28 @@ def test_part_headers_one_byte_over_the_limit_are_refused() -> None:
     assert refusal(data) == "body: form part headers are too large"
 
 
+def one_line_part(header_bytes: int) -> bytes:
+    """A part whose only header, Content-Disposition, counts `header_bytes`."""
+    fixed = len(b"Content-Disposition") + len(b'form-data; name=""')
+    return part("n" * (header_bytes - fixed))
+
+
+def test_one_header_line_may_take_the_whole_limit() -> None:
+    # python-multipart alone refuses a line past ~4 KiB; the limit here is the 16 KiB.
+    [only] = read(body(one_line_part(MAX_HEADER_BYTES))).parts
+    assert len(only.name) > 16_000
+
+
+@pytest.mark.parametrize("chunk", [None, 1_000, 70_000])
+@pytest.mark.parametrize("size", [MAX_HEADER_BYTES + 1, 1_000_000])
+def test_one_header_line_past_the_limit_is_too_large_not_malformed(
+    size: int, chunk: int | None
+) -> None:
+    with pytest.raises(BadRequest) as refused:
+        read(body(one_line_part(size)), chunk=chunk)
+    assert refused.value.messages == ("body: form part headers are too large",)
+
+
 # --- refusals --------------------------------------------------------------------------------
 
 

@@ -29,8 +29,11 @@ LIMITS = Limits(min_side=64, min_pixels=4_096, max_pixels=4_194_304)
 ANY_SIZE = Limits(min_side=1, min_pixels=1, max_pixels=4_194_304)
 
 NOT_AN_IMAGE = "image: must be a jpeg, png or webp image"
+
+
 def corrupt(fmt: str) -> str:
     return f"image: the {fmt} is truncated or corrupt"
+
 
 Array = npt.NDArray[np.uint8]
 
@@ -213,9 +216,7 @@ def test_png_without_pixel_data_is_corrupt() -> None:
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 @pytest.mark.parametrize(
@@ -618,3 +619,56 @@ def test_png_and_webp_are_not_counted_as_jpeg_scans() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("note", "\xff\xda" * 200)
     assert decode(save(image, "PNG", pnginfo=info), ANY_SIZE).size == (200, 100)
+
+
+# --- decode: animation, Pillow's bomb warning, a missing end marker ---------------------------
+
+ANIMATED = "image: animated images are not accepted: send a still jpeg, png or webp"
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_an_animated_image_is_refused_not_cut_to_its_first_frame(fmt: str) -> None:
+    # Two frames: the fewest that animate.
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "green")]
+    data = save(frames[0], fmt, save_all=True, append_images=frames[1:], duration=50)
+    assert refusal(data) == (ANIMATED,)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_one_frame_saved_as_an_animation_is_a_still_image(fmt: str) -> None:
+    data = save(Image.new("RGB", (64, 64), "red"), fmt, save_all=True, duration=50)
+    assert decode(data, ANY_SIZE).size == (64, 64)
+
+
+def test_a_header_between_pillows_warning_and_its_ceiling_is_refused() -> None:
+    # 100 M pixels: past Pillow's DecompressionBombWarning (89.5 M), short of its error.
+    header = png_header(10_000, 10_000)
+    # Where warnings are errors (this suite) Pillow raises the warning itself...
+    assert refusal(header, LIMITS) == ("image: must have at most 4,194,304 pixels",)
+    # ...and elsewhere it only warns, and the header check refuses the size.
+    with pytest.warns(Image.DecompressionBombWarning):
+        message = refusal(header, LIMITS)
+    assert message == ("image: must have at most 4,194,304 pixels, got 100,000,000",)
+
+
+def test_a_jpeg_missing_only_its_end_marker_is_refused() -> None:
+    data = save(Image.new("RGB", (200, 100), "blue"), "JPEG")
+    assert data.endswith(b"\xff\xd9")
+    assert refusal(data[:-2]) == (corrupt("jpeg"),)
+
+
+def test_why_a_missing_end_marker_cannot_be_told_from_a_cut() -> None:
+    """What imaging.loaded's comment rests on: with EOI put back, a flat JPEG cut
+    20 bytes short decodes the same whatever padding comes first (so comparing two
+    paddings cannot spot the cut), yet its bottom is not the original's."""
+    whole = save(Image.new("RGB", (200, 100), (200, 200, 200)), "JPEG", quality=90)
+    cut = whole[:-20]
+
+    def pixels(data: bytes) -> bytes:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.tobytes()
+
+    repaired = pixels(cut + b"\xff\xd9")
+    assert repaired == pixels(cut + b"\xff\x00" * 4 + b"\xff\xd9")
+    assert repaired != pixels(whole)
