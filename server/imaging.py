@@ -61,6 +61,42 @@ def decode(data: bytes, limits: Limits) -> Picture:
         return _to_picture(upright(image))
 
 
+# Formats people send by mistake (a phone's HEIC, a GIF, a logo as SVG), known by
+# their first bytes, so the refusal names what was sent instead of only what is taken.
+_SIGNATURES = (
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"\x00\x00\x01\x00", "ico"),
+    (b"%PDF-", "pdf"),
+)
+_HEIF_BRANDS = {b"heic": "heic", b"heix": "heic", b"mif1": "heic", b"avif": "avif", b"avis": "avif"}
+_BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}  # BITMAPINFOHEADER and its kin
+
+
+def not_accepted(data: bytes) -> str:
+    """The refusal of bytes that are not a jpeg, png or webp, naming their format
+    when it is one that is commonly sent."""
+    name = _other_format(data)
+    prefix = f"image: {name} is not supported: " if name else "image: "
+    return prefix + "must be a jpeg, png or webp image"
+
+
+def _other_format(data: bytes) -> str | None:
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return _HEIF_BRANDS[data[8:12]]
+    if data.startswith(b"BM") and len(data) >= 18 and data[14] in _BMP_HEADER_SIZES:
+        return "bmp"
+    head = data[:4096].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "svg"
+    return None
+
+
 @contextlib.contextmanager
 def loaded(data: bytes, limits: Limits) -> Iterator[Image.Image]:
     """The image, fully decoded, once its header passed the limits: the file's
@@ -76,7 +112,7 @@ def loaded(data: bytes, limits: Limits) -> Iterator[Image.Image]:
         # tests, python -W error); elsewhere check_size below refuses that image.
         raise BadRequest(f"image: must have at most {limits.max_pixels:,} pixels") from None
     except UnidentifiedImageError:
-        raise BadRequest("image: must be a jpeg, png or webp image") from None
+        raise BadRequest(not_accepted(data)) from None
     except ValueError as error:
         if "Decompressed data too large" in str(error):
             # A zlib bomb in a PNG's text or ICC chunk (Pillow caps them at 1 MB).

@@ -22,6 +22,12 @@ from PIL import Image
 from server.structure import MAX_JPEG_SEGMENTS, MAX_PNG_CHUNKS
 
 NOT_AN_IMAGE = "image: must be a jpeg, png or webp image"
+
+
+def unsupported(name: str) -> str:
+    return f"image: {name} is not supported: must be a jpeg, png or webp image"
+
+
 ANIMATED = "image: animated images are not accepted: send a still jpeg, png or webp"
 # Pillow's own ceiling, met while it reads the header (see imaging.loaded).
 PAST_PILLOWS_CEILING = "image: must have at most 4,194,304 pixels"
@@ -189,14 +195,14 @@ IMAGE_CASES: tuple[ImageCase, ...] = (
         NOT_AN_IMAGE,
         filename="photo.png",
     ),
-    ImageCase("gif", lambda: save(photo("P"), "GIF"), NOT_AN_IMAGE),
-    ImageCase("animated gif", lambda: animated("GIF"), NOT_AN_IMAGE),
-    ImageCase("tiff", lambda: save(photo(), "TIFF"), NOT_AN_IMAGE),
-    ImageCase("bmp", lambda: save(photo(), "BMP"), NOT_AN_IMAGE),
-    ImageCase("ico", lambda: save(photo("RGBA", (64, 64)), "ICO"), NOT_AN_IMAGE),
-    ImageCase("svg", lambda: SVG, NOT_AN_IMAGE, filename="drawing.svg"),
-    ImageCase("heic", lambda: HEIC, NOT_AN_IMAGE, filename="IMG_0001.HEIC"),
-    ImageCase("avif", lambda: AVIF, NOT_AN_IMAGE),
+    ImageCase("gif", lambda: save(photo("P"), "GIF"), unsupported("gif")),
+    ImageCase("animated gif", lambda: animated("GIF"), unsupported("gif")),
+    ImageCase("tiff", lambda: save(photo(), "TIFF"), unsupported("tiff")),
+    ImageCase("bmp", lambda: save(photo(), "BMP"), unsupported("bmp")),
+    ImageCase("ico", lambda: save(photo("RGBA", (64, 64)), "ICO"), unsupported("ico")),
+    ImageCase("svg", lambda: SVG, unsupported("svg"), filename="drawing.svg"),
+    ImageCase("heic", lambda: HEIC, unsupported("heic"), filename="IMG_0001.HEIC"),
+    ImageCase("avif", lambda: AVIF, unsupported("avif")),
     # Animated images in accepted formats: refused, not cut down to a frame.
     ImageCase("animated webp", lambda: animated("WEBP"), ANIMATED),
     ImageCase("animated png", lambda: animated("PNG"), ANIMATED),

@@ -168,24 +168,49 @@ def test_jpeg_decodes_to_its_colours() -> None:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "mode"),
+    ("fmt", "mode", "named"),
     [
-        ("GIF", "P"),
-        ("TIFF", "RGB"),
-        ("BMP", "RGB"),
-        ("ICO", "RGBA"),
-        ("TGA", "RGB"),
-        ("PPM", "RGB"),
+        ("GIF", "P", "gif"),
+        ("TIFF", "RGB", "tiff"),
+        ("BMP", "RGB", "bmp"),
+        ("ICO", "RGBA", "ico"),
+        ("PDF", "RGB", "pdf"),
+        # No signature worth naming: the plain refusal.
+        ("TGA", "RGB", None),
+        ("PPM", "RGB", None),
     ],
 )
-def test_other_image_formats_are_refused(fmt: str, mode: str) -> None:
-    # Pillow could decode every one of these; naming the accepted plugins stops it.
+def test_other_image_formats_are_refused_by_name(fmt: str, mode: str, named: str | None) -> None:
+    # Pillow could decode most of these; naming the accepted plugins stops it.
     data = save(Image.new(mode, (64, 64)), fmt)
-    assert refusal(data) == (NOT_AN_IMAGE,)
+    expected = f"image: {named} is not supported: " if named else "image: "
+    assert refusal(data) == (expected + "must be a jpeg, png or webp image",)
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a"]
+    "data",
+    [
+        b"BM" + bytes(64),  # "BM" and no DIB header size after it
+        b"\0\0\0\x18ftypmp42" + bytes(32),  # an MP4, not a HEIF image
+        b"<?xml version='1.0'?><html/>",
+    ],
+)
+def test_lookalikes_of_other_formats_get_the_plain_refusal(data: bytes) -> None:
+    assert refusal(data) == (NOT_AN_IMAGE,)
+
+
+def test_heic_avif_and_svg_are_named() -> None:
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)
+    avif = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf" + bytes(64)
+    svg = b'  <?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>'
+    for data, name in ((heic, "heic"), (avif, "avif"), (svg, "svg")):
+        assert refusal(data) == (
+            f"image: {name} is not supported: must be a jpeg, png or webp image",
+        )
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8"]
 )
 def test_unknown_bytes_are_not_an_image(data: bytes) -> None:
     assert refusal(data) == (NOT_AN_IMAGE,)

@@ -211,8 +211,11 @@ def test_a_name_of_30_characters_is_fine(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image: must be a jpeg, png or webp image"),
-        (b"GIF89a" + b"\0" * 64, "image: must be a jpeg, png or webp image"),
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+            "image: svg is not supported: must be a jpeg, png or webp image",
+        ),
+        (b"GIF89a" + b"\0" * 64, "image: gif is not supported: must be a jpeg, png or webp image"),
         (photo()[:200], "image: the png is truncated or corrupt"),
         (png(32, 32), "image: width and height must be at least 64 pixels"),
     ],

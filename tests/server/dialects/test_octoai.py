@@ -355,7 +355,7 @@ def test_replies_are_not_compressed(client: TestClient, accept_encoding: str | N
         ),
         # Decoded, but not an image the pipeline takes: its errors name the image field.
         (
-            {"init_image": base64.b64encode(b"GIF89a not really").decode()},
+            {"init_image": base64.b64encode(b"GIF8 not really").decode()},
             ["body", "init_image"],
             "image: must be a jpeg, png or webp image",
             "value_error",

@@ -300,7 +300,7 @@ def test_any_key_is_accepted_when_none_are_configured(
         ({"output_format": "gif"}, "jpeg", "output_format: must be one of png, webp"),
         ({"output_format": "jpeg"}, "jpeg", "output_format: must be one of png, webp"),
         ({}, b"not an image at all", "image: must be a jpeg, png or webp image"),
-        ({}, "gif", "image: must be a jpeg, png or webp image"),
+        ({}, "gif", "image: gif is not supported: must be a jpeg, png or webp image"),
         ({}, "truncated", "image: the jpeg is truncated or corrupt"),
         ({}, (63, 64), "image: width and height must be at least 64 pixels"),
         ({}, (64, 63), "image: width and height must be at least 64 pixels"),
