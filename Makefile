@@ -32,13 +32,18 @@ run: model
 	$(PY) -m server serve
 
 # PostgreSQL's server binaries for the storage tests, which start their own
-# throwaway cluster (Debian keeps initdb off PATH, hence the glob).
+# throwaway cluster (Debian keeps initdb off PATH, hence the glob), and
+# redis-server for the shared rate limit's tests (their own throwaway server).
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		 apt-get install -y -qq --no-install-recommends postgresql)
+	@command -v redis-server >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		 apt-get install -y -qq --no-install-recommends redis-server)
 
-# REQUIRE_SERVICES: the PostgreSQL tests fail rather than skip when it is missing.
+# REQUIRE_SERVICES: the PostgreSQL and Redis tests fail rather than skip when
+# either is missing.
 test: model model-int8 services
 	REQUIRE_SERVICES=1 $(PY) -m pytest
 

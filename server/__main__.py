@@ -7,8 +7,13 @@ import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from .settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
     from .allocator import keep_big_blocks_on_mmap
     from .app import create_app
+    from .shutdown import DrainingServer
 
     # First, before the model and the first photos are allocated.
     keep_big_blocks_on_mmap()
@@ -43,18 +47,31 @@ def _serve(settings: Settings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    config = uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn_config(settings, app)
+    DrainingServer(config, app.state.services, settings.shutdown_timeout_s).run()
+    return 0
+
+
+def uvicorn_config(settings: Settings, app: ASGIApp) -> uvicorn.Config:
+    """How the app is served: Matte's connection rules on uvicorn's h11 protocol."""
+    import uvicorn
+
+    from .connection import connection_class
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        # Pinned: the rules in connection.py are written on h11's parser, and
+        # httptools (uvicorn's "auto" pick when installed) would skip them.
+        http=connection_class(settings.header_timeout_s),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         # Pillow, numpy and ONNX Runtime release the GIL; the default asyncio
         # loop is enough, and keeps the dependency list short.
         loop="asyncio",
     )
-    uvicorn.Server(config).run()
-    return 0
 
 
 def _warm_up() -> int:

@@ -28,12 +28,15 @@ from .dialects.omixa import OmixaDialect
 from .dialects.stability import StabilityDialect
 from .engine import Engine, load_engine, warm_up
 from .errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from .key_slots import SlotRelease
 from .keyring import Keyring
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit, RequestContext
 from .outbound import Outbound
 from .pipeline import Pipeline
+from .presence import ClientGone
 from .ratelimit import MemoryStore, RateLimiter, RateLimitStore
+from .ratelimit_redis import RedisStore
 from .results import ResultStore
 from .scheduler import Scheduler
 from .services import Readiness, Services
@@ -74,21 +77,26 @@ def create_app(
     a `clock` for the limiter and the result store, an `outbound` guard that may
     reach their own local servers, and a `storage` they own (left open)."""
     metrics = Metrics()
+    if store is None:
+        # Redis when replicas must share the limit; it connects on the first check.
+        store = (
+            RedisStore.from_url(settings.redis_url)
+            if settings.redis_url
+            else MemoryStore(clock or time.monotonic)
+        )
     limiter = RateLimiter(
-        store if store is not None else MemoryStore(),
+        store,
         limit=settings.rate_limit_requests,
         window_s=settings.rate_limit_window_s,
         timeout_s=settings.rate_limit_timeout_s,
     )
-    if clock is not None:
-        limiter.clock = clock
     guard = outbound
     if guard is None:
         guard = Outbound(settings.outbound_enabled, timeout_s=settings.outbound_timeout_s)
     services = Services(
         settings,
         metrics,
-        Keyring(settings.api_keys),
+        Keyring(settings.api_keys, settings.key_limits),
         limiter,
         outbound=guard,
         webhooks=Webhooks(guard),
@@ -132,7 +140,17 @@ def create_app(
                 max_age=600,
             )
         )
-    middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
+    middleware.append(
+        Middleware(
+            BodyLimit,
+            max_bytes=settings.max_body_bytes,
+            idle_timeout_s=settings.body_idle_timeout_s,
+            timeout_s=settings.body_timeout_s,
+            min_rate=settings.body_min_rate,
+        )
+    )
+    # Innermost: its `finally` runs once the response is out, on every path.
+    middleware.append(Middleware(SlotRelease, slots=services.slots))
 
     app = Starlette(
         routes=routes,
@@ -178,6 +196,7 @@ def _lifespan(
                     await task
             # Deliveries still retrying are dropped: shutdown must not wait out back-off.
             await services.webhooks.close()
+            await services.limiter.store.close()
             if services.pipeline is not None:
                 await services.pipeline.scheduler.stop()
             if storage is None:
@@ -213,6 +232,8 @@ async def _load(services: Services, factory: EngineFactory) -> None:
             batch_size=layout.batch_size,
             batch_timeout_s=settings.batch_timeout_ms / 1000,
             on_batch=services.metrics.batch_size.observe,
+            model_timeout_s=settings.model_timeout_s,
+            on_timeout=services.metrics.model_timeouts.inc,
         )
         await scheduler.start()
     except asyncio.CancelledError:
@@ -222,14 +243,21 @@ async def _load(services: Services, factory: EngineFactory) -> None:
         log.exception("the model failed to load; model routes will answer 503")
         return
     admission = Admission(
-        layout.max_pending, layout.max_queue, settings.queue_timeout_s, services.metrics
+        layout.max_pending,
+        layout.max_queue,
+        settings.queue_timeout_s,
+        services.metrics,
+        uploads=settings.uploads,
     )
     services.pipeline = Pipeline(scheduler, admission, settings, services.metrics)
     # The file's name only: its path says how the host is laid out, to anyone.
     file_name = PurePath(loaded.model_file).name
+    draining = services.readiness.state == "draining"
     services.readiness = Readiness(
         "ready", loaded.provider, file_name, round(warm_s, 3), loaded.engine, loaded.precision
     )
+    if draining:  # a SIGTERM came during the load: stay out of rotation
+        services.readiness.state = "draining"
     services.metrics.model.info(
         {
             "provider": loaded.provider,
@@ -308,8 +336,10 @@ DISCONNECTED = 499
 
 async def handle_disconnect(request: Request, exc: Exception) -> Response:
     """A client that went away mid-upload is neither a server error nor worth a
-    traceback: one line, and the request counted as 499."""
-    log.info("request %s: the client disconnected before sending all of it", _request_id(request))
+    traceback: one line, and the request counted as 499. So is one that went away
+    while its image waited or was being cut out (its work was dropped)."""
+    when = exc.where if isinstance(exc, ClientGone) else "before sending all of it"
+    log.info("request %s: the client disconnected %s", _request_id(request), when)
     return Response(status_code=DISCONNECTED)
 
 

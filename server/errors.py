@@ -94,6 +94,16 @@ class PayloadTooLarge(ApiError):
         super().__init__(f"body: payloads cannot be larger than {_size(limit_bytes)} in size")
 
 
+class RequestTimeout(ApiError):
+    """The body stalled or came too slowly (see middleware.BodyLimit)."""
+
+    status = 408
+    name = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
 class RateLimited(ApiError):
     status = 429
     name = "rate_limit_exceeded"
@@ -105,6 +115,20 @@ class RateLimited(ApiError):
             f"{_seconds(window_s)} second period, and have been timed out for "
             f"{_seconds(timeout_s)} seconds.",
             headers={"retry-after": str(retry_after_s)},
+        )
+
+
+class ConcurrencyLimited(RateLimited):
+    """A key already has its keys-file `concurrency` of requests in progress.
+    A RateLimited, so every dialect answers it as its own 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.retry_after_s = 1
+        ApiError.__init__(
+            self,
+            f"You have {limit} requests in progress, the most this key may have at once; "
+            "retry when one has finished.",
+            headers={"retry-after": "1"},
         )
 
 

@@ -1,18 +1,25 @@
-"""API keys: which presented keys are accepted."""
+"""API keys: which presented keys are accepted, and the limits each one has."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
+
+from .key_limits import KeyLimits
+
+NO_LIMITS = KeyLimits()
 
 
 class Keyring:
     """The configured keys. With none configured, any non-empty key is accepted,
     so a fresh `make run` works without set-up."""
 
-    def __init__(self, keys: frozenset[str]) -> None:
+    def __init__(self, keys: frozenset[str], limits: Mapping[str, KeyLimits] | None = None) -> None:
         # Compare digests: equal lengths make compare_digest's time independent of the key.
         self._digests = [_digest(key) for key in keys]
+        # By identity, so the ring keeps no key text; only accepted keys are looked up.
+        self._limits = {Keyring.identity(key): value for key, value in (limits or {}).items()}
 
     @property
     def open(self) -> bool:
@@ -29,6 +36,10 @@ class Keyring:
         for known in self._digests:
             matched |= hmac.compare_digest(digest, known)
         return matched
+
+    def limits(self, identity: str) -> KeyLimits:
+        """The limits of the key with this `identity` (none set: the server's defaults)."""
+        return self._limits.get(identity, NO_LIMITS)
 
     @staticmethod
     def identity(presented: str) -> str:

@@ -53,10 +53,21 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.rate_limit_store_errors = Counter(
+            "matte_rate_limit_store_errors",
+            "Requests the rate limit's store (Redis) could not check; "
+            "MATTE_RATE_LIMIT_FAILURE decided them.",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "matte_batch_size",
             "Images per model run.",
             buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_timeouts = Counter(
+            "matte_model_timeouts",
+            "Model runs abandoned past MATTE_MODEL_TIMEOUT_S (their requests got 503).",
             registry=self.registry,
         )
         self.model = Info("matte_model", "The loaded model.", registry=self.registry)

@@ -1,18 +1,23 @@
-"""ASGI middleware: request ids and metrics, and the request-body limit."""
+"""ASGI middleware: request ids and metrics, and the request body's size and time limits."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, RequestTimeout
 from .metrics import Metrics
 
 
 class RequestContext:
-    """Gives each request an id (`x-request-id`), marks every response
+    """Gives each request an id (`x-request-id`: the caller's own when it is of a
+    sane form, so a proxy's trace id follows the request through the logs; else a
+    new one), marks every response
     `x-content-type-options: nosniff`, and counts it by route and status.
 
     The route label is the matched route's path template (`/results/{name}`),
@@ -29,7 +34,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = time.perf_counter()
@@ -57,35 +62,109 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuses a body over `max_bytes` while it streams in, never buffering the rest.
+    """Holds a body to its limits while it streams in, never buffering the rest:
+    at most `max_bytes` (413), no pause longer than `idle_timeout_s` between two
+    reads, and, after `timeout_s`, an average of at least `min_rate` bytes a
+    second (408). A minimum rate rather than a fixed total lets a big upload on a
+    slow link finish while a client trickling bytes is cut off.
 
-    The error is raised from `receive`, inside the endpoint that reads the body,
-    so the endpoint's dialect renders it in its own shape.
+    The errors are raised from `receive`, inside the endpoint that reads the body,
+    so the endpoint's dialect renders them in its own shape. A response that starts
+    before the body was all read says `connection: close`: the server closes the
+    connection instead of reading (and dropping) the rest.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        idle_timeout_s: float = math.inf,
+        timeout_s: float = math.inf,
+        min_rate: float = 1.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        has_body = bool(declared) or _header(scope, b"transfer-encoding") is not None
         received = 0
+        finished = False
+        started: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, finished, started
             if declared is not None and declared > self.max_bytes:
                 raise PayloadTooLarge(self.max_bytes)
-            message = await receive()
+            if finished:
+                # Past the body only a disconnect can come, which an app may wait
+                # for as long as it likes.
+                return await receive()
+            now = asyncio.get_running_loop().time()
+            started = now if started is None else started
+            message = await self._within(receive, self._allowance(received, now - started))
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise PayloadTooLarge(self.max_bytes)
+                finished = not message.get("more_body", False)
+            else:
+                finished = True
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and has_body and not finished:
+                headers = list(message.get("headers", []))
+                if not any(name == b"connection" for name, _ in headers):
+                    headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, limited_receive, closing_send)
+
+    def _allowance(self, received: int, elapsed: float) -> tuple[float, bool]:
+        """How long the next read may wait, and whether the pause (True) or the
+        average rate (False) is what bounds it."""
+        by_rate = self.timeout_s + received / self.min_rate - elapsed
+        if self.idle_timeout_s <= by_rate:
+            return self.idle_timeout_s, True
+        return by_rate, False
+
+    async def _within(self, receive: Receive, allowance: tuple[float, bool]) -> Message:
+        wait_s, idle = allowance
+        try:
+            if wait_s <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(None if math.isinf(wait_s) else wait_s):
+                return await receive()
+        except TimeoutError:
+            if idle:
+                message = f"body: nothing arrived for {self.idle_timeout_s:g} seconds"
+            else:
+                message = (
+                    f"body: arrived slower than {self.min_rate:g} bytes a second "
+                    f"after the first {self.timeout_s:g} seconds"
+                )
+            raise RequestTimeout(message) from None
+
+
+# What an incoming id may be: the characters of UUIDs, hex trace ids and AWS's
+# `Root=1-...` (no spaces, quotes, commas or control bytes, so it cannot forge a log
+# line or break out of an error body), at most 128 of them.
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:=+/-]{1,128}")
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode("ascii") if _SANE_ID.fullmatch(value) else None
+    return None
 
 
 def _route_label(scope: Scope) -> str:
@@ -94,10 +173,17 @@ def _route_label(scope: Scope) -> str:
 
 
 def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name == wanted:
+            return bytes(value)
     return None

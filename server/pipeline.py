@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive
 
 from . import compositing, isnet, matting
 from .admission import Admission, Ticket
@@ -14,7 +16,8 @@ from .errors import Unavailable
 from .imaging import Limits, Picture, decode, encode
 from .metrics import Metrics
 from .options import CutoutOptions
-from .scheduler import Scheduler, SchedulerStopped
+from .presence import ClientGone, Presence
+from .scheduler import ModelTimedOut, Scheduler, SchedulerStopped
 from .settings import Settings
 
 
@@ -34,16 +37,41 @@ class Pipeline:
         self.metrics = metrics
         self.limits = Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
 
-    async def cutout(self, ticket: Ticket, data: bytes, options: CutoutOptions) -> Cutout:
-        """Wait for a pipeline slot (first come, first served), then cut the image out."""
-        async with ticket.slot():
+    async def cutout(
+        self, ticket: Ticket, data: bytes, options: CutoutOptions, receive: Receive | None
+    ) -> Cutout:
+        """Wait for a pipeline slot (first come, first served), then cut the image out.
+
+        `receive`: the request's, its body already read; a client that disconnects
+        leaves the line or stops before the next stage (ClientGone: a 499). A stage
+        already running on a thread finishes first, holding its slot, so the
+        memory bound holds.
+        """
+        try:
+            async with Presence(receive) as presence:
+                return await self._cutout(ticket, data, options, presence)
+        except ClientGone:
+            self.metrics.rejected.labels("disconnected").inc()
+            raise
+
+    async def _cutout(
+        self, ticket: Ticket, data: bytes, options: CutoutOptions, presence: Presence
+    ) -> Cutout:
+        async with contextlib.AsyncExitStack() as held:
+            await presence.unless_gone(held.enter_async_context(ticket.slot()), "while in line")
             picture, small = await run_in_threadpool(self._decode, data)
             started = time.perf_counter()
             try:
-                prediction = await self.scheduler.predict(small)
+                prediction = await presence.unless_gone(
+                    self.scheduler.predict(small), "while waiting for the model"
+                )
             except SchedulerStopped:
                 raise Unavailable("server: shutting down, please retry shortly") from None
+            except ModelTimedOut:
+                message = "server: the model did not answer in time, please retry shortly"
+                raise Unavailable(message) from None
             self.metrics.stage_seconds.labels("predict").observe(time.perf_counter() - started)
+            # (A client gone by the time the prediction came is caught by that wait.)
             del small
             if options.alpha_matting:
                 # Matting costs as much CPU as the model: it takes a model thread.
@@ -51,6 +79,7 @@ class Pipeline:
             else:
                 pixels = await run_in_threadpool(self._matte, picture, prediction, options)
             del picture, prediction
+            presence.check("before encoding")
             encoded = await run_in_threadpool(self._encode, pixels, options)
         return Cutout(encoded, f"image/{options.output_format}")
 

@@ -1,8 +1,9 @@
 """Per-key rate limiting: a sliding window of hits, then a lock-out.
 
 More than `limit` hits within `window_s` locks the key out for `timeout_s`.
-The store is an interface so several server processes can share one (a later
-issue); the clock is injected so tests move time instead of sleeping.
+The store does the whole check as one atomic step (`take`), so several server
+processes can share one (server/ratelimit_redis.py) without over-admitting;
+the in-process store's clock is injected so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -15,54 +16,77 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import RateLimited
+from .key_limits import Rate
 
 Clock = Callable[[], float]
 
 
+class StoreUnavailable(Exception):
+    """The store could not answer in time; the caller applies the failure policy
+    (MATTE_RATE_LIMIT_FAILURE). Its message is for the log, never for clients."""
+
+
 class RateLimitStore(Protocol):
-    def hit(self, key: str, now: float, window_s: float) -> int:
-        """Record a hit at `now`; return the hits for `key` within the last `window_s`."""
+    async def take(self, key: str, limit: int, window_s: float, timeout_s: float) -> float | None:
+        """Count one hit for `key`, unless it is locked out, in one atomic step.
+
+        None: the hit is within `limit` hits in the last `window_s`. Otherwise the
+        seconds of lock-out left: a hit over the limit starts a lock-out of
+        `timeout_s` (and is the last one counted until it ends). Raises
+        StoreUnavailable when the store cannot be reached."""
         ...
 
-    def locked_until(self, key: str) -> float:
-        """When `key`'s lock-out ends (0 if it has none)."""
-        ...
-
-    def lock(self, key: str, until: float) -> None: ...
+    async def close(self) -> None: ...
 
 
 class MemoryStore:
-    """One process's store. Idle keys are swept so random keys cannot grow it forever."""
+    """One process's store. Idle keys are swept so random keys cannot grow it forever.
 
-    def __init__(self, sweep_every: int = 10_000) -> None:
+    Used from the event loop only: `take` never awaits, so it is atomic there."""
+
+    def __init__(self, clock: Clock = time.monotonic, sweep_every: int = 10_000) -> None:
+        self.clock = clock
         self._hits: dict[str, deque[float]] = {}
         self._locks: dict[str, float] = {}
         self._sweep_every = sweep_every
         self._since_sweep = 0
+        # Keys may have windows of their own (the keys file): a sweep keeps
+        # whatever the longest of them still covers.
+        self._longest_window_s = 0.0
 
-    def hit(self, key: str, now: float, window_s: float) -> int:
+    async def take(self, key: str, limit: int, window_s: float, timeout_s: float) -> float | None:
+        now = self.clock()
+        until = self._locks.get(key, 0.0)
+        if until > now:
+            return until - now
+        self._longest_window_s = max(self._longest_window_s, window_s)
         self._since_sweep += 1
         if self._since_sweep >= self._sweep_every:
-            self._sweep(now, window_s)
+            self._sweep(now)
         hits = self._hits.setdefault(key, deque())
         hits.append(now)
         start = now - window_s
         while hits and hits[0] <= start:
             hits.popleft()
-        return len(hits)
+        # Past limit + 1 the oldest hits cannot change a verdict: the newest
+        # limit + 1 are all inside the window whenever the oldest is.
+        while len(hits) > limit + 1:
+            hits.popleft()
+        if len(hits) > limit:
+            self._locks[key] = now + timeout_s
+            return timeout_s
+        return None
 
-    def locked_until(self, key: str) -> float:
-        return self._locks.get(key, 0.0)
-
-    def lock(self, key: str, until: float) -> None:
-        self._locks[key] = until
+    async def close(self) -> None:
+        return None
 
     def __len__(self) -> int:
         return len(self._hits)
 
-    def _sweep(self, now: float, window_s: float) -> None:
+    def _sweep(self, now: float) -> None:
         self._since_sweep = 0
-        self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - window_s}
+        start = now - self._longest_window_s
+        self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > start}
         self._locks = {k: until for k, until in self._locks.items() if until > now}
 
 
@@ -72,19 +96,14 @@ class RateLimiter:
     limit: int
     window_s: float
     timeout_s: float
-    clock: Clock = time.monotonic
 
-    def check(self, key: str) -> None:
-        """Count one request for `key`; raise RateLimited if it is over the limit or locked out."""
-        now = self.clock()
-        until = self.store.locked_until(key)
-        if until > now:
-            raise self._error(until - now)
-        if self.store.hit(key, now, self.window_s) > self.limit:
-            self.store.lock(key, now + self.timeout_s)
-            raise self._error(self.timeout_s)
-
-    def _error(self, remaining_s: float) -> RateLimited:
-        return RateLimited(
-            self.limit, self.window_s, self.timeout_s, retry_after_s=max(1, math.ceil(remaining_s))
-        )
+    async def check(self, key: str, rate: Rate | None = None) -> None:
+        """Count one request for `key` against `rate` (None: the default); raise
+        RateLimited if it is over the limit or locked out, StoreUnavailable if the
+        store cannot say."""
+        limit, window_s = (rate.requests, rate.window_s) if rate else (self.limit, self.window_s)
+        remaining_s = await self.store.take(key, limit, window_s, self.timeout_s)
+        if remaining_s is not None:
+            raise RateLimited(
+                limit, window_s, self.timeout_s, retry_after_s=max(1, math.ceil(remaining_s))
+            )

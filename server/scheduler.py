@@ -4,6 +4,10 @@
 `batch_size` or `batch_timeout` has passed, and run the batch on a thread of
 their own. So at most `workers` model runs happen at once, whatever the number
 of requests, and concurrent requests share a batch on a GPU.
+
+A run that takes longer than `model_timeout_s` is abandoned: its requests get
+`ModelTimedOut`, and since a thread cannot be killed, the pool it is stuck in is
+replaced by a fresh one, so the loops keep serving on threads that are free.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ class SchedulerStopped(RuntimeError):
     """A prediction was asked of a scheduler that is not running."""
 
 
+class ModelTimedOut(RuntimeError):
+    """The model run holding this prediction did not finish within `model_timeout_s`."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -38,18 +46,22 @@ class Scheduler:
         batch_size: int = 1,
         batch_timeout_s: float = 0.002,
         on_batch: Callable[[int], None] | None = None,
+        model_timeout_s: float = 120.0,
+        on_timeout: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.workers = workers
         self.batch_size = max(1, min(batch_size, engine.max_batch))
         self.batch_timeout_s = batch_timeout_s
         self._on_batch = on_batch
+        self.model_timeout_s = model_timeout_s
+        self._on_timeout = on_timeout
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor: ThreadPoolExecutor | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="matte-predict")
+        self._executor = _pool(self.workers)
         self._loops = [asyncio.create_task(self._serve()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
@@ -95,7 +107,14 @@ class Scheduler:
                 if not jobs:
                     continue
                 images = [image for image, _ in jobs]
-                predictions = await loop.run_in_executor(self._executor, self._run, images)
+                run = loop.run_in_executor(self._executor, self._run, images)
+                try:
+                    predictions = await asyncio.wait_for(run, self.model_timeout_s)
+                except TimeoutError:
+                    self._abandon(len(jobs))
+                    raise ModelTimedOut(
+                        f"the model did not answer within {self.model_timeout_s:g} s"
+                    ) from None
             except asyncio.CancelledError:
                 # stop(): whatever this loop holds, gathered or at the model, gets an
                 # error now rather than a future nobody will complete.
@@ -109,6 +128,22 @@ class Scheduler:
             for (_, future), prediction in zip(jobs, predictions, strict=True):
                 if not future.done():
                     future.set_result(prediction)
+
+    def _abandon(self, images: int) -> None:
+        """The run on this pool is stuck: new work goes to a fresh pool of `workers`
+        threads (so the bound holds, but for the stuck thread). The old pool is shut
+        down without waiting: its thread ends whenever the run returns. (Python
+        joins it at exit, so a run that never returns holds up the process's exit.)"""
+        log.error(
+            "a model run of %d image(s) took over %g s: abandoned, its requests get 503",
+            images,
+            self.model_timeout_s,
+        )
+        stuck, self._executor = self._executor, _pool(self.workers)
+        if stuck is not None:
+            stuck.shutdown(wait=False)
+        if self._on_timeout is not None:
+            self._on_timeout()
 
     def _run(self, images: list[np.ndarray]) -> np.ndarray:
         # The float batch (12 MB an image) exists only for the run, on the worker thread.
@@ -128,6 +163,10 @@ class Scheduler:
                         jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="matte-predict")
 
 
 def _fail(jobs: list[_Job], error: BaseException) -> None:

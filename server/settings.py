@@ -10,12 +10,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Literal
+
+from .environment import Environment, read_keys_file
+
+# Re-exported: callers catch it as settings' own error.
+from .environment import SettingsError as SettingsError
+from .key_limits import KeyLimits
 
 Provider = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 EngineName = Literal["auto", "openvino", "onnxruntime"]
+RateLimitFailure = Literal["open", "closed"]
 
 MODEL_NAME = "isnet-general-use"
 MIB = 1024 * 1024
@@ -30,10 +36,6 @@ class Layout:
     batch_size: int
     max_pending: int
     max_queue: int
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value Matte cannot use."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +70,45 @@ class Settings:
     max_pending: int = 0  # images in the pipeline at once (the memory bound)
     max_queue: int = 0  # requests waiting for the pipeline; more get 503 at once
     queue_timeout_s: float = 30.0  # longest wait for the pipeline, then 503
+    # A model run past this is abandoned and its requests get 503. Generous: a
+    # 2-core CPU runs a 1024 x 1024 image in ~2.7 s, a GPU a batch in ms.
+    model_timeout_s: float = 120.0
 
     # Request limits.
     max_body_bytes: int = 10 * MIB
+    # Requests reading their body at once (the pipeline's line counts only those
+    # whose body is in); 0: from memory, see `uploads`.
+    max_uploads: int = 0
+
+    # Slow clients (middleware.BodyLimit, connection.py). A body may pause for
+    # `body_idle_timeout_s`; past `body_timeout_s` it must have averaged
+    # `body_min_rate` bytes/s (32 KiB/s: 10 MiB in 320 s, while a 1 Mbit/s link
+    # sends it in 84 s), so a client trickling bytes is cut off after ~30 s.
+    body_idle_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    body_min_rate: int = 32 * 1024
+    header_timeout_s: float = 10.0  # from the first byte (or the connection) to the whole head
+    keep_alive_timeout_s: int = 5  # an idle connection between requests (uvicorn: whole seconds)
+    shutdown_timeout_s: float = 30.0  # SIGTERM: how long requests in flight may finish
     min_side: int = 64
     min_pixels: int = 4_096
     max_pixels: int = 4_194_304
 
-    # Authentication: with no keys, any non-empty key is accepted.
-    api_keys: frozenset[str] = frozenset()
+    # Authentication: with no keys, any non-empty key is accepted. Keys stay out
+    # of repr, so no traceback or log line that shows a Settings shows a key.
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    # The keys file's per-key limits (server/key_limits.py), for keys that set any.
+    key_limits: Mapping[str, KeyLimits] = field(default_factory=dict, repr=False)
 
     # Rate limit per API key (sliding window), then a lock-out.
     rate_limit_requests: int = 150
     rate_limit_window_s: float = 10.0
     rate_limit_timeout_s: float = 60.0
+    # Shared by replicas when set (server/ratelimit_redis.py); else in-process.
+    redis_url: str | None = field(default=None, repr=False)
+    # When Redis cannot answer: "open" lets requests through (counted and
+    # logged), "closed" refuses them with 503.
+    rate_limit_failure: RateLimitFailure = "open"
 
     cors_origins: tuple[str, ...] = ()
 
@@ -131,6 +158,21 @@ class Settings:
     def cores(self) -> int:
         return os.cpu_count() or 1
 
+    @property
+    def memory_bytes(self) -> int:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            return 4 * 1024 * MIB
+
+    @property
+    def uploads(self) -> int:
+        """Uploads at once: explicit, or as many full bodies as an eighth of memory
+        holds, at least 64 (slow clients hold little) and at most 1,024."""
+        if self.max_uploads:
+            return self.max_uploads
+        return max(64, min(1024, self.memory_bytes // 8 // self.max_body_bytes))
+
     def layout(self, provider: str) -> Layout:
         """The concurrency to run with on `provider`, explicit settings first."""
         workers = self.workers
@@ -166,12 +208,12 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        reader = _Reader(env)
+        reader = Environment(env)
         defaults = cls()
         keys = set(reader.csv("MATTE_API_KEYS"))
         keys_file = reader.text("MATTE_API_KEYS_FILE")
-        if keys_file:
-            keys |= _read_keys_file(Path(keys_file))
+        key_limits = read_keys_file(Path(keys_file)) if keys_file else {}
+        keys |= set(key_limits)
         cache_dir = reader.text("MATTE_CACHE_DIR")
         data_dir = reader.text("MATTE_DATA_DIR")
         xdg_data = reader.text("XDG_DATA_HOME")
@@ -201,10 +243,31 @@ class Settings:
             queue_timeout_s=reader.number(
                 "MATTE_QUEUE_TIMEOUT_S", defaults.queue_timeout_s, 0, 86_400
             ),
+            model_timeout_s=reader.number(
+                "MATTE_MODEL_TIMEOUT_S", defaults.model_timeout_s, 0.01, 86_400
+            ),
             max_body_bytes=reader.integer(
                 "MATTE_MAX_BODY_BYTES", defaults.max_body_bytes, 1, 2**40
             ),
+            max_uploads=reader.integer("MATTE_MAX_UPLOADS", defaults.max_uploads, 0, 100_000),
+            body_idle_timeout_s=reader.number(
+                "MATTE_BODY_IDLE_TIMEOUT_S", defaults.body_idle_timeout_s, 0.1, 3_600
+            ),
+            body_timeout_s=reader.number(
+                "MATTE_BODY_TIMEOUT_S", defaults.body_timeout_s, 0.1, 86_400
+            ),
+            body_min_rate=reader.integer("MATTE_BODY_MIN_RATE", defaults.body_min_rate, 1, 2**40),
+            header_timeout_s=reader.number(
+                "MATTE_HEADER_TIMEOUT_S", defaults.header_timeout_s, 0.1, 3_600
+            ),
+            keep_alive_timeout_s=reader.integer(
+                "MATTE_KEEP_ALIVE_TIMEOUT_S", defaults.keep_alive_timeout_s, 1, 3_600
+            ),
+            shutdown_timeout_s=reader.number(
+                "MATTE_SHUTDOWN_TIMEOUT_S", defaults.shutdown_timeout_s, 0, 3_600
+            ),
             api_keys=frozenset(keys),
+            key_limits={key: limits for key, limits in key_limits.items() if limits != KeyLimits()},
             rate_limit_requests=reader.integer(
                 "MATTE_RATE_LIMIT_REQUESTS", defaults.rate_limit_requests, 1, 10**9
             ),
@@ -213,6 +276,10 @@ class Settings:
             ),
             rate_limit_timeout_s=reader.number(
                 "MATTE_RATE_LIMIT_TIMEOUT_S", defaults.rate_limit_timeout_s, 0, 86_400
+            ),
+            redis_url=reader.redis_url("MATTE_REDIS_URL"),
+            rate_limit_failure=reader.choice(
+                "MATTE_RATE_LIMIT_FAILURE", defaults.rate_limit_failure, ("open", "closed")
             ),
             cors_origins=tuple(reader.csv("MATTE_CORS_ORIGINS")),
             png_compress_level=reader.integer(
@@ -243,102 +310,3 @@ class Settings:
                 "MATTE_TEST_IMAGE_MAX_AGE_S", defaults.test_image_max_age_s, 0, 10 * 365 * 86_400
             ),
         )
-
-
-def _read_keys_file(path: Path) -> set[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SettingsError(f"MATTE_API_KEYS_FILE: cannot read {path}: {exc.strerror}") from exc
-    # One key a line; blank lines and `#` comments let operators annotate keys.
-    return {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
-
-
-class _Reader:
-    """Typed access to the environment with errors that name the variable."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def text(self, name: str) -> str:
-        return self._env.get(name, "").strip()
-
-    def csv(self, name: str) -> list[str]:
-        return [item.strip() for item in self.text(name).split(",") if item.strip()]
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.text(name)
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, low: float, high: float) -> float:
-        raw = self.text(name)
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {value}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.text(name).lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}: must be true or false, got {raw!r}")
-
-    def base_url(self, name: str) -> str | None:
-        """An http(s) URL with a host and no query or fragment, without its trailing slash."""
-        raw = self.text(name)
-        if not raw:
-            return None
-        parts = urlsplit(raw)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.netloc
-            or parts.query
-            or parts.fragment
-        ):
-            raise SettingsError(
-                f"{name}: must be an http(s) URL like https://matte.example.com, got {raw!r}"
-            )
-        return raw.rstrip("/")
-
-    def database_url(self, name: str) -> str | None:
-        """A libpq URL (postgresql:// or postgres://); its password is never echoed."""
-        raw = self.text(name)
-        if not raw:
-            return None
-        if urlsplit(raw).scheme not in ("postgresql", "postgres"):
-            raise SettingsError(f"{name}: must be a postgresql:// URL")
-        return raw
-
-    def precision(self, name: str, default: Precision) -> Precision:
-        # "full", the name before bf16 existed, is fp32.
-        raw = self.text(name).lower()
-        if raw == "full":
-            return "fp32"
-        value: Precision = self.choice(name, default, ("auto", "fp32", "bf16", "int8"))
-        return value
-
-    def choice(self, name: str, default: str, options: tuple[str, ...]) -> Any:
-        # Any: the caller's field is a Literal of exactly these options.
-        raw = self.text(name).lower()
-        if not raw:
-            return default
-        if raw not in options:
-            raise SettingsError(f"{name}: must be one of {', '.join(options)}, got {raw!r}")
-        return raw

@@ -19,10 +19,11 @@ from server.app import create_app
 from server.settings import Settings
 from tests.fakes import BrightnessEngine, ManualClock
 from tests.postgres_server import postgres_server, postgres_url
+from tests.redis_server import redis_server, redis_url
 
-# Fixtures for every test folder: a real PostgreSQL (started once per session on
-# first use) and a fresh database on it per test.
-__all__ = ["postgres_server", "postgres_url"]
+# Fixtures for every test folder: a real PostgreSQL and a real Redis (each started
+# once per session on first use), a fresh database on it / an emptied Redis per test.
+__all__ = ["postgres_server", "postgres_url", "redis_server", "redis_url"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -36,6 +37,58 @@ class BrokenEngine(BrightnessEngine):
         if not batch.any():  # the warm-up's all-zero input
             return super().run(batch)
         raise RuntimeError("secret internal detail: CUDA out of memory at 0xdeadbeef")
+
+
+class SlowEngine(BrightnessEngine):
+    """Takes `seconds` a run, as a model on a CPU does; `runs` counts the runs after
+    the warm-up (whose input is all zeros)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.runs = 0
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.any():
+            with self._lock:
+                self.runs += 1
+            time.sleep(self.seconds)
+        return super().run(batch)
+
+
+class FailingOnceEngine(BrightnessEngine):
+    """Passes the warm-up, raises with a secret message on the first request's run,
+    then works: a model fault the server must survive."""
+
+    SECRET = "secret detail: tensor arena corrupted at 0xfeedface"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.any() and not self.failed:
+            self.failed = True
+            raise RuntimeError(self.SECRET)
+        return super().run(batch)
+
+
+class HangingEngine(BrightnessEngine):
+    """Passes the warm-up, then blocks its first request's run until `release` is set
+    (a hung model); later runs work. Tests set `release` when they end, so the
+    stuck thread never outlives them (and never waits past `limit_s` anyway)."""
+
+    def __init__(self, limit_s: float = 60.0) -> None:
+        super().__init__()
+        self.hung = threading.Event()  # set when the first run blocks
+        self.release = threading.Event()
+        self.limit_s = limit_s
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.any() and not self.hung.is_set():
+            self.hung.set()
+            self.release.wait(self.limit_s)
+        return super().run(batch)
 
 
 class ManualClock:

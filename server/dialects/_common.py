@@ -268,13 +268,19 @@ def cutout_options(body: Mapping[str, object], defaults: CutoutOptions) -> Cutou
 
 
 async def cut_out(
-    pipeline: Pipeline, ticket: Ticket, data: bytes, options: CutoutOptions, field: str
+    request: Request,
+    pipeline: Pipeline,
+    ticket: Ticket,
+    data: bytes,
+    options: CutoutOptions,
+    field: str,
 ) -> Cutout:
-    """`pipeline.cutout`, with the image's decode errors (bad bytes, sizes) naming
+    """`pipeline.cutout` (dropped if the client of `request`, whose body is read,
+    goes away), with the image's decode errors (bad bytes, sizes) naming
     the dialect's image `field`: the options were checked before, so the image is
     the only client input the pipeline can refuse."""
     try:
-        return await pipeline.cutout(ticket, data, options)
+        return await pipeline.cutout(ticket, data, options, request.receive)
     except BadRequest as error:
         if error.field is None:
             error.field = field

@@ -133,7 +133,7 @@ class ImgProcessingDialect:
 
     async def upload(self, request: Request) -> Response:
         """`POST /v1/images/upload`: multipart `image` and `name`."""
-        owner, key = self._enter(request)
+        owner, key = await self._enter(request)
         services = services_of(request)
         form = await read_form(request)
         name = form.text("name")
@@ -153,7 +153,7 @@ class ImgProcessingDialect:
     async def create_from_url(self, request: Request) -> Response:
         """`POST /v1/images` {"name", "url"}: fetched through the outbound guard,
         from the hosts MATTE_FETCH_ALLOWED_HOSTS lists and no others."""
-        owner, key = self._enter(request)
+        owner, key = await self._enter(request)
         services = services_of(request)
         body = await _common.read_json_object(request)
         problems: list[str] = []
@@ -176,7 +176,7 @@ class ImgProcessingDialect:
 
     async def remove_background(self, request: Request) -> Response:
         """`POST /v1/images/{id}/remove-background` {"name"?}: a PNG cut-out; counts 2."""
-        owner, key = self._enter(request)
+        owner, key = await self._enter(request)
         services = services_of(request)
         pipeline = services.ready_pipeline()
         with pipeline.admission.ticket() as ticket:
@@ -184,7 +184,9 @@ class ImgProcessingDialect:
             name = name_field(body.get("name"), required=False)
             source = await self._find(services, request, owner)
             data = await _stored(services, lambda storage: storage.image_data(source))
-            cutout = await _common.cut_out(pipeline, ticket, data, CutoutOptions(), "image")
+            cutout = await _common.cut_out(
+                request, pipeline, ticket, data, CutoutOptions(), "image"
+            )
         # The pipeline's own PNG: its size is in its header, no need to decode it again.
         with Image.open(io.BytesIO(cutout.data)) as written:
             size = written.size
@@ -195,7 +197,7 @@ class ImgProcessingDialect:
     async def transform(self, request: Request) -> Response:
         """`POST /v1/images/{id}/<op>`: convert, resize, crop, rotate, mirror, blur,
         modulate, watermark; each a new image."""
-        owner, key = self._enter(request)
+        owner, key = await self._enter(request)
         op = request.path_params["op"]
         if op not in transforms.OPS:
             raise NotFound()
@@ -275,7 +277,7 @@ class ImgProcessingDialect:
 
     async def list_images(self, request: Request) -> Response:
         """`GET /v1/images?take=&from=`: newest first, with full URLs to the pages beside."""
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         take = take_field(query_value(request.query_params.get("take")))
         start = query_value(request.query_params.get("from"))
@@ -299,13 +301,13 @@ class ImgProcessingDialect:
         )
 
     async def get_image(self, request: Request) -> Response:
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         image = await self._find(services, request, owner)
         return JSONResponse(image_object(image, _common.base_url(request, services.settings)))
 
     async def download(self, request: Request) -> Response:
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         image = await self._find(services, request, owner)
         data = await _stored(services, lambda storage: storage.image_data(image))
@@ -314,7 +316,7 @@ class ImgProcessingDialect:
     async def delete_image(self, request: Request) -> Response:
         """No body: 204. The bytes go once no image refers to them; a published
         copy stops answering with the row."""
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         image_id = request.path_params["id"]
         deleted = ID_PATTERN.fullmatch(image_id) is not None and await _stored(
@@ -331,7 +333,7 @@ class ImgProcessingDialect:
         return await self._set_public(request, publish=False)
 
     async def _set_public(self, request: Request, publish: bool) -> Response:
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         image = await self._find(services, request, owner)
         # Publishing twice keeps the first URL: links already handed out keep working.
@@ -360,7 +362,7 @@ class ImgProcessingDialect:
 
     async def usage(self, request: Request) -> Response:
         """Matte's own addition: images counted for this key, per day (UTC)."""
-        owner, _ = self._enter(request)
+        owner, _ = await self._enter(request)
         services = services_of(request)
         days = await _stored(services, lambda storage: storage.usage(owner))
         return JSONResponse(
@@ -368,7 +370,7 @@ class ImgProcessingDialect:
         )
 
     async def not_offered(self, request: Request) -> Response:
-        self._enter(request)
+        await self._enter(request)
         raise NotImplementedRoute(
             "route: image generation, classification and text extraction are not offered "
             "by this server; it removes backgrounds and transforms images"
@@ -376,12 +378,12 @@ class ImgProcessingDialect:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _enter(self, request: Request) -> tuple[str, str]:
+    async def _enter(self, request: Request) -> tuple[str, str]:
         """Every keyed route: this dialect renders its errors; the key is checked and
         counted. The caller's storage owner and key."""
         request.state.dialect = self
         key = request.headers.get("x-api-key") or None
-        owner = services_of(request).authorize(request, key)
+        owner = await services_of(request).authorize(request, key)
         assert key is not None  # authorize refuses a missing key
         return owner, key
 

@@ -121,11 +121,11 @@ class ModelsLabDialect:
         with pipeline.admission.ticket() as ticket:
             body = await _common.read_json_object(request)
             key = _key(body)
-            services.admit(request, key)
+            await services.admit(request, key)
             assert key is not None  # admit refuses a missing key
             job = parse_job(body, services)
             data = await image_bytes(body, job, services)
-            cutout = await _common.cut_out(pipeline, ticket, data, job.options, "image")
+            cutout = await _common.cut_out(request, pipeline, ticket, data, job.options, "image")
         png = cutout.data
         details = {
             "generationTime": round(time.perf_counter() - started, 4),
@@ -147,7 +147,7 @@ class ModelsLabDialect:
         services = services_of(request)
         body = await _common.read_json_object(request)
         key = _key(body)
-        services.admit(request, key)
+        await services.admit(request, key)
         assert key is not None
         raw = request.path_params["id"]
         if not raw.isascii() or not raw.isdigit() or len(raw) > 16:

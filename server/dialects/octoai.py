@@ -56,10 +56,10 @@ class OctoAIDialect:
         request.state.dialect = self
         services = services_of(request)
         key = bearer_key(request.headers.get("authorization"))
-        pipeline = services.admit(request, key, keyless_when_open=True)
+        pipeline = await services.admit(request, key, keyless_when_open=True)
         with pipeline.admission.ticket() as ticket:
             body = await read_json_object(request)
             data = image(body, IMAGE_FIELD)
             options = cutout_options(body, DEFAULTS)
-            cutout = await cut_out(pipeline, ticket, data, options, IMAGE_FIELD)
+            cutout = await cut_out(request, pipeline, ticket, data, options, IMAGE_FIELD)
         return JSONResponse({"image_b64": b64encode(cutout.data), "removed_for_safety": False})

@@ -72,14 +72,14 @@ class OmixaDialect:
     async def generate(self, request: Request) -> Response:
         request.state.dialect = self
         services = services_of(request)
-        pipeline = services.admit(request, bearer_key(request.headers.get("authorization")))
+        pipeline = await services.admit(request, bearer_key(request.headers.get("authorization")))
         with pipeline.admission.ticket() as ticket:
             body = await read_json_object(request)
             # `prompt` (the SDK requires one; callers send "") and other fields are ignored.
             check_model(body)
             data = input_image(body)
             options = CutoutOptions(output_format=output_format(body)).checked()
-            cutout = await cut_out(pipeline, ticket, data, options, URL_FIELD)
+            cutout = await cut_out(request, pipeline, ticket, data, options, URL_FIELD)
         return JSONResponse(
             {
                 "created": int(self.clock()),

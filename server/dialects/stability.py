@@ -41,7 +41,7 @@ class StabilityDialect:
     async def remove_background(self, request: Request) -> Response:
         request.state.dialect = self
         services = services_of(request)
-        pipeline = services.admit(request, bearer_key(request.headers.get("authorization")))
+        pipeline = await services.admit(request, bearer_key(request.headers.get("authorization")))
         reply = reply_kind(request.headers.get("accept"))
         # The ticket comes before the body: when the server is full, the
         # upload is refused unread.
@@ -55,7 +55,7 @@ class StabilityDialect:
             # Unknown fields (`mode`, `prompt`, `api_key_override`, ...) are
             # ignored, as Stability does.
             options = CutoutOptions().with_fields(form.text)
-            cutout = await pipeline.cutout(ticket, bytes(image.data), options)
+            cutout = await pipeline.cutout(ticket, bytes(image.data), options, request.receive)
         if reply == "json":
             return JSONResponse(
                 {

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.benchmark_scripts import benchmark_scripts
 
 
 @pytest.fixture(scope="module")
 def overload() -> Iterator[Any]:
-    # The harness is a script directory whose modules import each other by bare name.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import overload as module  # type: ignore[import-not-found]
-
+    with benchmark_scripts("overload") as (module,):
         yield module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def answers(overload: Any, *spec: tuple[int, float, bool, bool]) -> list[object]:

@@ -6,6 +6,7 @@ import hmac
 import pytest
 
 from server.dialects.stability import bearer_key, reply_kind
+from server.key_limits import KeyLimits, Rate
 from server.keyring import Keyring
 
 KEYS = ("sk-1", "sk-2", "sk-3", "sk-\u00e9t\u00e9", "sk-5")
@@ -86,3 +87,12 @@ def test_accept_parsing() -> None:
     assert reply_kind(None) == "image" and reply_kind("*/*") == "image"
     assert reply_kind("application/json") == "json"
     assert reply_kind("application/json; charset=utf-8") == "json"
+
+
+def test_limits_are_found_by_identity_and_the_ring_keeps_no_key_text() -> None:
+    own = KeyLimits(Rate(300, 10.0), 4)
+    ring = Keyring(frozenset(KEYS), {"sk-1": own})
+    assert ring.limits(Keyring.identity("sk-1")) == own
+    assert ring.limits(Keyring.identity("sk-2")) == KeyLimits()
+    assert ring.limits("ip:203.0.113.7") == KeyLimits()
+    assert "sk-1" not in repr(vars(ring))

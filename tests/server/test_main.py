@@ -8,15 +8,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 
 import server.__main__ as cli
 from server import allocator, matting
+from server.connection import HttpConnection
 from server.settings import Settings
+from server.shutdown import GRACE_S, DrainingServer
 from tests.conftest import ROOT
 
 
@@ -152,23 +152,9 @@ def test_warm_up_keeps_a_numba_cache_dir_already_set(
     assert f"(numba cache: {tmp_path / 'elsewhere'})" in capsys.readouterr().out
 
 
-class FakeServer:
-    """Stands in for uvicorn.Server: keeps the config, and `run` only notes the call."""
-
-    created: ClassVar[list[FakeServer]] = []
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        self.config = config
-        self.ran = False
-        FakeServer.created.append(self)
-
-    def run(self) -> None:
-        self.ran = True
-
-
 def test_serve_configures_uvicorn_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    FakeServer.created = []
-    monkeypatch.setattr(uvicorn, "Server", FakeServer)
+    ran: list[DrainingServer] = []
+    monkeypatch.setattr(DrainingServer, "run", lambda self: ran.append(self))
     # Neither may touch the test process: malloc's settings, the root logger.
     keep = Recorder()
     monkeypatch.setattr(allocator, "keep_big_blocks_on_mmap", keep)
@@ -177,13 +163,22 @@ def test_serve_configures_uvicorn_from_the_settings(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MATTE_HOST", "0.0.0.0")
     monkeypatch.setenv("MATTE_PORT", "8123")
     monkeypatch.setenv("MATTE_LOG_LEVEL", "warning")
+    monkeypatch.setenv("MATTE_SHUTDOWN_TIMEOUT_S", "12")
+    monkeypatch.setenv("MATTE_HEADER_TIMEOUT_S", "3.5")
+    monkeypatch.setenv("MATTE_KEEP_ALIVE_TIMEOUT_S", "7")
     assert cli.main(["serve"]) == 0
-    [server] = FakeServer.created
-    assert server.ran
+    [server] = ran
     config = server.config
     assert isinstance(config.app, Starlette)
+    assert server.services is config.app.state.services
     assert (config.host, config.port, config.log_level) == ("0.0.0.0", 8123, "warning")
-    assert config.timeout_graceful_shutdown == 30
+    # The drain's own deadline first, uvicorn's (which cancels what is left) after it.
+    assert server.deadline_s == 12
+    assert config.timeout_graceful_shutdown == 12 + GRACE_S
+    assert config.timeout_keep_alive == 7
+    # h11 with Matte's rules, pinned whatever else is installed.
+    assert isinstance(config.http, type) and issubclass(config.http, HttpConnection)
+    assert config.http.header_timeout_s == 3.5
     assert config.loop == "asyncio"
     assert keep.calls == [((), {})]
     [(_, options)] = basic_config.calls

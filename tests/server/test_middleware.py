@@ -11,7 +11,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import middleware
-from server.errors import PayloadTooLarge
+from server.errors import PayloadTooLarge, RequestTimeout
 from server.metrics import Metrics
 from server.middleware import BodyLimit, RequestContext, _content_length
 
@@ -281,6 +281,47 @@ def test_every_request_gets_its_own_id() -> None:
     assert len({scope["state"]["request_id"] for scope in scopes}) == 3
 
 
+@pytest.mark.parametrize(
+    "incoming",
+    [
+        b"4bf92f3577b34da6a3ce929d0e0e4736",
+        b"0f8fad5b-d9cb-469f-a165-70867728950e",
+        b"Root=1-67891233-abcdef012345678912345678",
+        b"a" * 128,
+    ],
+)
+def test_a_sane_incoming_id_is_kept_for_tracing(incoming: bytes) -> None:
+    app, scopes = responder()
+    send = FakeSend()
+    scope = http_scope(headers=[(b"x-request-id", incoming)])
+    call(RequestContext(app, metrics=Metrics()), scope, FakeReceive([]), send)
+    assert (b"x-request-id", incoming) in send.messages[0]["headers"]
+    assert scopes[0]["state"]["request_id"] == incoming.decode()
+
+
+@pytest.mark.parametrize(
+    "incoming",
+    [
+        b"",
+        b"a" * 129,
+        b"two words",
+        b'quote"d',
+        b"line\r\nbreak",
+        b"<script>",
+        b"caf\xc3\xa9",
+        b"comma,separated",
+    ],
+)
+def test_any_other_incoming_id_is_replaced(incoming: bytes) -> None:
+    app, scopes = responder()
+    send = FakeSend()
+    scope = http_scope(headers=[(b"x-request-id", incoming)])
+    call(RequestContext(app, metrics=Metrics()), scope, FakeReceive([]), send)
+    ids = [value for name, value in send.messages[0]["headers"] if name == b"x-request-id"]
+    assert len(ids) == 1 and HEX_ID.fullmatch(ids[0].decode())
+    assert scopes[0]["state"]["request_id"] == ids[0].decode()
+
+
 def test_an_id_the_app_already_set_is_kept_and_not_duplicated() -> None:
     app, _ = responder(200, [(b"x-request-id", b"from-the-app")])
     send, _ = context(app)
@@ -385,3 +426,138 @@ def test_request_context_passes_other_scopes_through_untouched(kind: str) -> Non
     assert seen[0][1] is receive and seen[0][2] is send
     assert scope == {"type": kind}  # no request id added
     assert b"matte_requests_total{" not in metrics.render()
+
+
+# --- BodyLimit: time -------------------------------------------------------------------------
+
+
+class SlowReceive:
+    """Hands out `messages`, each after its delay in seconds."""
+
+    def __init__(self, timed: list[tuple[float, Message]]) -> None:
+        self.timed = list(timed)
+
+    async def __call__(self) -> Message:
+        delay, message = self.timed.pop(0)
+        await asyncio.sleep(delay)
+        return message
+
+
+class TimedReader:
+    """Reads the body, noting the messages and the RequestTimeout (if any)."""
+
+    def __init__(self) -> None:
+        self.received: list[Message] = []
+        self.error: RequestTimeout | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            for _ in range(100):
+                message = await receive()
+                self.received.append(message)
+                if not message.get("more_body", False):
+                    break
+        except RequestTimeout as exc:
+            self.error = exc
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+def timed(
+    timed_messages: list[tuple[float, Message]], **limits: float
+) -> tuple[TimedReader, FakeSend]:
+    reader, send = TimedReader(), FakeSend()
+    app = BodyLimit(reader, max_bytes=1000, **limits)
+    call(app, http_scope(headers=[(b"content-length", b"30")]), SlowReceive(timed_messages), send)
+    return reader, send
+
+
+def body(size: int, more: bool = True) -> Message:
+    return {"type": "http.request", "body": b"x" * size, "more_body": more}
+
+
+def test_a_pause_past_the_idle_timeout_is_408() -> None:
+    reader, send = timed([(0.0, body(10)), (0.3, body(10, more=False))], idle_timeout_s=0.1)
+    assert reader.error is not None and reader.error.status == 408
+    assert reader.error.messages == ("body: nothing arrived for 0.1 seconds",)
+    assert len(reader.received) == 1
+    assert (b"connection", b"close") in send.messages[0]["headers"]
+
+
+def test_pauses_within_the_idle_timeout_pass() -> None:
+    reader, send = timed(
+        [(0.05, body(10)), (0.05, body(10)), (0.05, body(10, more=False))], idle_timeout_s=0.3
+    )
+    assert reader.error is None and len(reader.received) == 3
+    # The body was all read: the connection may be kept.
+    assert send.messages[0]["headers"] == []
+
+
+def test_a_body_slower_than_the_minimum_rate_after_the_grace_is_408() -> None:
+    # 10 bytes every 50 ms (200 bytes/s) against 1000 bytes/s after 0.1 s of grace:
+    # cut off once 0.1 s + received/1000 has passed, at the third or fourth read.
+    messages = [(0.05, body(10)) for _ in range(20)]
+    reader, _ = timed(messages, idle_timeout_s=10, timeout_s=0.1, min_rate=1000)
+    assert reader.error is not None
+    assert reader.error.messages == (
+        "body: arrived slower than 1000 bytes a second after the first 0.1 seconds",
+    )
+    assert 1 <= len(reader.received) <= 4
+
+
+def test_a_body_at_the_minimum_rate_is_never_cut_off() -> None:
+    # 100 bytes every 50 ms is 2000 bytes/s, over the 1000 asked: it may take its time.
+    messages = [(0.05, body(100)) for _ in range(9)] + [(0.05, body(100, more=False))]
+    reader, _ = timed(messages, idle_timeout_s=10, timeout_s=0.1, min_rate=1000)
+    assert reader.error is None and len(reader.received) == 10
+
+
+def test_waiting_for_a_disconnect_after_the_body_is_not_timed() -> None:
+    # An app may listen for the client going away for as long as its work takes.
+    reader, _ = timed(
+        [(0.0, body(30, more=False)), (0.3, {"type": "http.disconnect"})], idle_timeout_s=0.1
+    )
+    assert reader.error is None
+
+    async def listen(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.request"
+        assert (await receive())["type"] == "http.disconnect"
+
+    app = BodyLimit(listen, max_bytes=1000, idle_timeout_s=0.1)
+    receive = SlowReceive([(0.0, body(30, more=False)), (0.3, {"type": "http.disconnect"})])
+    call(app, http_scope(), receive)
+
+
+@pytest.mark.parametrize(
+    ("headers", "closes"),
+    [
+        ([(b"content-length", b"30")], True),
+        ([(b"transfer-encoding", b"chunked")], True),
+        ([(b"content-length", b"0")], False),
+        ([], False),
+    ],
+    ids=["length", "chunked", "empty", "no-body"],
+)
+def test_a_response_before_the_body_was_read_closes_the_connection(
+    headers: list[tuple[bytes, bytes]], closes: bool
+) -> None:
+    async def early(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"a", b"b")]})
+
+    send = FakeSend()
+    call(BodyLimit(early, max_bytes=10), http_scope(headers=headers), FakeReceive([]), send)
+    expected = [(b"a", b"b"), (b"connection", b"close")] if closes else [(b"a", b"b")]
+    assert send.messages[0]["headers"] == expected
+
+
+def test_a_413_closes_the_connection() -> None:
+    send = FakeSend()
+    reader = Reader()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await reader(scope, receive, send)
+        await send({"type": "http.response.start", "status": 413})
+
+    scope = http_scope(headers=[(b"content-length", b"11")])
+    call(BodyLimit(app, max_bytes=10), scope, FakeReceive(chunks(11)), send)
+    assert reader.error is not None
+    assert send.messages[0]["headers"] == [(b"connection", b"close")]

@@ -73,7 +73,7 @@ class Run:
 
     def __post_init__(self) -> None:
         # A slot that is never handed back makes the next request wait this long, then 503.
-        self.admission = Admission(slots=1, line=0, max_wait_s=1, metrics=self.metrics)
+        self.admission = Admission(slots=1, line=0, max_wait_s=1, metrics=self.metrics, uploads=1)
         self.scheduler = Scheduler(self.engine)
         self.pipeline = RecordingPipeline(
             self.scheduler, self.admission, self.settings, self.metrics
@@ -91,7 +91,7 @@ class Run:
                 for data, options in requests:
                     try:
                         with self.admission.ticket() as ticket:
-                            results.append(await self.pipeline.cutout(ticket, data, options))
+                            results.append(await self.pipeline.cutout(ticket, data, options, None))
                     except ApiError as error:
                         results.append(error)
             finally:

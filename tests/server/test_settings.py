@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Layout, Settings, SettingsError
+from server.settings import MIB, Layout, Settings, SettingsError
 
 
 def test_defaults_need_no_environment() -> None:
@@ -284,3 +284,32 @@ def test_the_edges_of_the_outbound_and_result_ranges() -> None:
     assert settings.results_max_bytes == 64 * 1024 * 1024
     high = {"MATTE_OUTBOUND_TIMEOUT_S": "120", "MATTE_RESULTS_TTL_S": "604800"}
     assert Settings.from_env(high).results_ttl_s == 604_800
+
+
+def test_slow_client_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "MATTE_MAX_UPLOADS": "70",
+            "MATTE_BODY_IDLE_TIMEOUT_S": "4",
+            "MATTE_BODY_TIMEOUT_S": "20",
+            "MATTE_BODY_MIN_RATE": "1000",
+        }
+    )
+    assert settings.uploads == 70
+    assert (settings.body_idle_timeout_s, settings.body_timeout_s) == (4, 20)
+    assert settings.body_min_rate == 1000
+    defaults = Settings()
+    assert (defaults.header_timeout_s, defaults.keep_alive_timeout_s) == (10, 5)
+    assert defaults.shutdown_timeout_s == 30
+
+
+@pytest.mark.parametrize(
+    ("memory", "body", "expected"),
+    [(32 * 1024 * MIB, 10 * MIB, 409), (1024 * MIB, 10 * MIB, 64), (10**15, 1 * MIB, 1024)],
+    ids=["from-memory", "at-least-64", "at-most-1024"],
+)
+def test_uploads_are_sized_from_memory(
+    monkeypatch: pytest.MonkeyPatch, memory: int, body: int, expected: int
+) -> None:
+    monkeypatch.setattr(Settings, "memory_bytes", property(lambda self: memory))
+    assert Settings(max_body_bytes=body).uploads == expected

@@ -127,9 +127,9 @@ class Recorder:
         original = pipeline.cutout
         self.options: list[CutoutOptions] = []
 
-        async def cutout(ticket: Any, data: bytes, options: CutoutOptions) -> Cutout:
+        async def cutout(ticket: Any, data: bytes, options: CutoutOptions, receive: Any) -> Cutout:
             self.options.append(options)
-            return await original(ticket, data, options)
+            return await original(ticket, data, options, receive)
 
         pipeline.cutout = cutout  # type: ignore[method-assign]
 

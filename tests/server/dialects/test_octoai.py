@@ -436,7 +436,7 @@ def test_keyless_callers_are_limited_by_address(open_client: TestClient) -> None
 
 
 def test_overload_is_503_with_retry_after(tmp_path: Path, engine: BrightnessEngine) -> None:
-    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1, max_queue=1)
+    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_uploads=2)
     app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         wait_ready(client)

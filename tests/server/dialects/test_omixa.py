@@ -413,7 +413,7 @@ def test_a_longer_lock_out_says_do_not_retry(tmp_path: Path, clock: ManualClock)
 
 
 def test_overload_is_503_with_retry_after(tmp_path: Path, engine: BrightnessEngine) -> None:
-    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1, max_queue=1)
+    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_uploads=2)
     app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         wait_ready(client)

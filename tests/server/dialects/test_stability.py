@@ -504,12 +504,12 @@ def test_rate_limit_window_slides(client: TestClient, clock: ManualClock) -> Non
 
 
 def test_overload_is_503_with_retry_after(tmp_path: Path, engine: BrightnessEngine) -> None:
-    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_pending=1, max_queue=1)
+    settings = Settings(cache_dir=tmp_path, api_keys=frozenset({KEY}), max_uploads=2)
     app = create_app(settings, engine=engine)
     with TestClient(app) as client:
         wait_ready(client)
         admission = app.state.services.pipeline.admission
-        with admission.ticket(), admission.ticket():  # one in the pipeline, one in line
+        with admission.ticket(), admission.ticket():  # both uploads are taken
             response = post(client, jpeg())
         assert_error(
             response,
@@ -570,6 +570,57 @@ def test_cors_preflight_when_configured(tmp_path: Path, engine: BrightnessEngine
         )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_cors_preflight_of_a_browser_multipart_post_and_other_origins(
+    tmp_path: Path, engine: BrightnessEngine
+) -> None:
+    # fetch(url, {method: "POST", body: formData, headers: {authorization, accept}})
+    # from the allowed origin is preflighted for those headers; any other origin is not
+    # let in, and a request from it gets no allow-origin header to read the reply by.
+    settings = Settings(cache_dir=tmp_path, cors_origins=("https://app.example",))
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, accept",
+    }
+    with TestClient(create_app(settings, engine=engine)) as client:
+        wait_ready(client)
+        allowed = client.options(PATH, headers={"origin": "https://app.example", **preflight})
+        other = client.options(PATH, headers={"origin": "https://evil.example", **preflight})
+        posted = post(client, jpeg(), {"origin": "https://evil.example"})
+        posted_allowed = post(client, jpeg(), {"origin": "https://app.example"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert {"authorization", "accept"} <= set(
+        allowed.headers["access-control-allow-headers"].lower().replace(" ", "").split(",")
+    )
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+    assert posted.status_code == 200 and "access-control-allow-origin" not in posted.headers
+    assert posted_allowed.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_cors_is_off_unless_configured(client: TestClient) -> None:
+    response = client.options(
+        PATH,
+        headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+    )
+    assert response.status_code == 405
+    assert "access-control-allow-origin" not in response.headers
+    posted = post(client, jpeg(), {"origin": "https://app.example"})
+    assert "access-control-allow-origin" not in posted.headers
+
+
+def test_a_callers_request_id_is_the_one_in_the_error_and_its_header(client: TestClient) -> None:
+    trace = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    response = client.post(PATH, headers={"x-request-id": trace})
+    assert response.status_code == 401
+    assert response.headers["x-request-id"] == trace
+    assert response.json()["id"] == trace
+    forged = client.post(PATH, headers={"x-request-id": "<b>hi</b>"})
+    assert forged.headers["x-request-id"] != "<b>hi</b>"
+    assert forged.json()["id"] == forged.headers["x-request-id"]
 
 
 def test_json_and_image_replies_carry_the_same_image(client: TestClient) -> None:
