@@ -32,6 +32,7 @@ class Endpoint:
     url: str
     body: bytes
     headers: dict[str, str]
+    signature: bytes = PNG_SIGNATURE  # what a 200's body must start with to count
 
 
 def multipart_endpoint(
@@ -39,12 +40,13 @@ def multipart_endpoint(
     files: dict[str, tuple[str, bytes, str]],
     data: dict[str, str],
     headers: dict[str, str],
+    signature: bytes = PNG_SIGNATURE,
 ) -> Endpoint:
     request = httpx.Request("POST", url, files=files, data=data, headers=headers)
     body = request.read()
     # Content-Length and Host are the client's to set per connection; keep the rest.
     kept = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
-    return Endpoint(url, body, kept)
+    return Endpoint(url, body, kept, signature)
 
 
 @dataclass
@@ -223,8 +225,10 @@ async def _attempts(client: httpx.AsyncClient, endpoint: Endpoint) -> tuple[int,
         except httpx.HTTPError:
             return 0, rejected
         if response.status_code != 503:
-            if response.status_code == 200 and not response.content.startswith(PNG_SIGNATURE):
-                return -1, rejected  # a 200 that is not a PNG is no success
+            if response.status_code == 200 and not response.content.startswith(
+                endpoint.signature
+            ):
+                return -1, rejected  # a 200 that is not the format asked for is no success
             return response.status_code, rejected
         rejected += 1
         await asyncio.sleep(_retry_wait(response.headers.get("retry-after")))

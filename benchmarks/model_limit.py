@@ -52,6 +52,8 @@ class LimitResult:
     seconds: float  # wall time of all timed runs
     cpu_s: float  # CPU time this process used in them (all threads)
     other_cores: float  # CPU used meanwhile by other processes, in cores (noise)
+    engine: str = ""  # "openvino" or "onnxruntime", as the engine says
+    precision: str = ""  # what the model computed in: fp32, bf16, int8, fp16
 
     @property
     def images(self) -> int:
@@ -126,7 +128,9 @@ def measure_engines(
         thread.join()
     seconds = time.perf_counter() - started
     cpu, other = meter.stop()
-    return LimitResult(layout, batch, engines[0].provider, runs, seconds, cpu, other)
+    first = engines[0]
+    return LimitResult(layout, batch, first.provider, runs, seconds, cpu, other,
+                       first.engine, first.precision)
 
 
 def _engines(settings: Settings, layout: Layout) -> list[Engine]:

@@ -12,8 +12,8 @@ from servers import ROOT
 PHOTO = ROOT.parent / "shared" / "fixtures" / "rembg" / "cloth-1.jpg"
 
 USAGE = """\
-    .venv/bin/python benchmarks/run.py            # the full run (~12 min on 2 idle cores)
-    .venv/bin/python benchmarks/run.py --quick    # a smoke run: 1 MP, c=1 and 2, no rembg
+    .venv/bin/python benchmarks/run.py            # the full run (~20 min on 2 idle cores)
+    .venv/bin/python benchmarks/run.py --quick    # a smoke run: 1 MP, c=1 and 2, no rembg (~1 min)
     MATTE_WORKERS=2 .venv/bin/python benchmarks/run.py --no-rembg   # compare a setting
 
 MATTE_* variables pass through to the Matte server under test.

@@ -55,7 +55,8 @@ def versions(venv: Path) -> str:
 
 
 def install_weights(model_file: Path, u2net_home: Path) -> None:
-    """Give rembg Matte's own weights, so the two servers run the same graph.
+    """Give rembg `model_file` as its isnet-general-use weights: Matte's pruned graph
+    (the two servers run the same graph) or the original one (rembg as its users run it).
 
     rembg looks for `$U2NET_HOME/<model>.onnx` before downloading, and
     MODEL_CHECKSUM_DISABLED lets it accept a file that is not its release's.
@@ -67,7 +68,8 @@ def install_weights(model_file: Path, u2net_home: Path) -> None:
     shutil.copyfile(model_file, target)
 
 
-def rembg_spec(rembg: Path, port: int, u2net_home: Path, base_env: Mapping[str, str]) -> Spec:
+def rembg_spec(rembg: Path, port: int, u2net_home: Path, base_env: Mapping[str, str],
+               name: str = "rembg") -> Spec:
     env = {k: v for k, v in base_env.items() if not k.startswith("MATTE_")}
     env.update(
         U2NET_HOME=str(u2net_home),
@@ -83,7 +85,7 @@ def rembg_spec(rembg: Path, port: int, u2net_home: Path, base_env: Mapping[str, 
             "--no-ui", "--log_level", "warning"]
     # `/api` is the OpenAPI page: it answers once uvicorn is up. The model
     # itself loads on the first request, which the harness sends untimed.
-    return Spec("rembg", argv, env, f"http://127.0.0.1:{port}", "/api")
+    return Spec(name, argv, env, f"http://127.0.0.1:{port}", "/api")
 
 
 def rembg_endpoint(spec: Spec, jpeg: bytes) -> Endpoint:

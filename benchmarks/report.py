@@ -8,10 +8,12 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import targets
 from int8_mode import Int8Result
 from load import LoadResult
 from model_limit import LimitResult, best
 from overload import AT_ONCE_S, OverloadResult
+from targets import REMBG_ORIGINAL_RATIO, Target
 
 KIB_PER_MIB = 1024
 # Targets from the issue, for this CPU.
@@ -26,14 +28,26 @@ INT8_IOU_TARGET = 0.97
 FLAT_GROWTH = 0.10  # RSS at the end of the soak within 10% of RSS near its start
 # Above this many cores of other processes' CPU, a run's wall-clock figures are not trusted.
 NOISY_OTHER = 0.2
+# rembg's server given the original graph; plain `rembg` is given Matte's pruned one.
+ORIGINAL = "rembg-original"
 
 
 @dataclass
 class E2ERun:
-    server: str  # "matte" or "rembg"
+    server: str  # "matte", "rembg" (Matte's pruned graph) or "rembg-original"
     megapixels: int
     result: LoadResult
     stages: dict[str, float] = field(default_factory=dict)  # Matte's mean seconds per stage
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    """One model run on one engine and precision (engines.measure), or why not here."""
+
+    engine: str
+    precision: str
+    median_s: float | None  # None: it cannot run here (see note)
+    note: str
 
 
 @dataclass
@@ -49,6 +63,12 @@ class Report:
     int8: Int8Result | None = None  # None: not measured (see the notes)
     overload: OverloadResult | None = None
     hwm_kib: dict[str, int] = field(default_factory=dict)  # VmHWM per server, over all its runs
+    cpu_model: str = ""
+    cpu_flags: list[str] = field(default_factory=list)  # of engines.FLAGS, those this CPU has
+    capabilities: list[str] = field(default_factory=list)  # OpenVINO's OPTIMIZATION_CAPABILITIES
+    engine_runs: list[EngineRun] = field(default_factory=list)
+    served: str = ""  # the engine and precision the server runs, e.g. "openvino bf16"
+    lone: dict[str, E2ERun] = field(default_factory=dict)  # output format -> a lone request's run
 
 
 def machine() -> str:
@@ -77,15 +97,20 @@ def render(report: Report) -> str:
     parts = [_header(report)]
     if report.limits:
         parts.append(_limit_table(report.limits))
+    if report.engine_runs:
+        parts.append(_engine_table(report.engine_runs))
     if report.int8 is not None:
         parts.append(_int8_table(report.int8, report.limits))
     if report.runs:
         parts += [_e2e_table(report.runs), _ratio_table(report), _stage_table(report.runs)]
     if report.overload is not None:
         parts.append(_overload_table(report.overload))
+    if report.lone:
+        parts.append(_lone_table(report.lone))
     if report.soak is not None:
         parts.append(_soak_table(report.soak))
     parts.append(_targets(report))
+    parts.append(_issue_targets(report))
     return "\n\n".join(parts) + "\n"
 
 
@@ -98,6 +123,10 @@ def _header(report: Report) -> str:
         "",
         f"- Machine: {machine()}",
         f"- Provider: {report.provider}",
+        f"- CPU: {report.cpu_model or 'unknown'}; flags {', '.join(report.cpu_flags) or 'none'} "
+        "(of avx2, avx512f, avx512_bf16, avx512_vnni, avx_vnni, amx_bf16, amx_int8); OpenVINO "
+        f"OPTIMIZATION_CAPABILITIES {', '.join(report.capabilities) or 'unknown'}",
+        f"- Served engine and precision: {report.served or 'unknown'}",
         f"- Date: {report.date}",
         f"- Command: `{report.command}`",
         f"- Matte server settings: {settings}",
@@ -108,10 +137,11 @@ def _header(report: Report) -> str:
 
 def _limit_table(limits: list[LimitResult]) -> str:
     top = best(limits)
+    served = f"{top.engine} {top.precision}".strip() or "unknown"
     rows = [
         "## Model limit (`session.run` alone)",
         "",
-        "The server's own engine (`load_engine`, as served), "
+        f"The server's own engine (`load_engine`, as served: {served}), "
         "fed a real photo at 1024x1024 (pixel/255 - 0.5).",
         "",
         "| layout (callers x intra-op threads) | batch | s per run | images/s "
@@ -129,14 +159,16 @@ def _limit_table(limits: list[LimitResult]) -> str:
 def _int8_table(int8: Int8Result, limits: list[LimitResult]) -> str:
     fp32 = {r.layout: r for r in limits if r.batch == 1}
     top = best(int8.limits) if int8.limits else None
+    base = _base_precision(limits)
     rows = [
         "## INT8 fast mode (`MATTE_PRECISION=int8`, `session.run` alone)",
         "",
-        "The same measurement as the model limit above, on cpu-int8.onnx, batch 1; the fp32 "
-        "figures are the rows above for the same layout. `other` is the higher of the two runs'.",
+        f"The same measurement as the model limit above, on cpu-int8.onnx, batch 1; the {base} "
+        "figures are the rows above for the same layout (the served precision). `other` is "
+        "the higher of the two runs'.",
         "",
-        "| layout | int8 images/s | fp32 images/s | speedup | int8 CPU s/image "
-        "| fp32 CPU s/image | speedup (CPU) | other | |",
+        f"| layout | int8 images/s | {base} images/s | speedup | int8 CPU s/image "
+        f"| {base} CPU s/image | speedup (CPU) | other | |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for result in int8.limits:
@@ -158,6 +190,46 @@ def _int8_table(int8: Int8Result, limits: list[LimitResult]) -> str:
         "| --- | ---: |",
     ]
     rows += [f"| {name} | {iou:.4f} |" for name, iou in int8.ious.items()]
+    return "\n".join(rows)
+
+
+def _engine_table(runs: list[EngineRun]) -> str:
+    rows = [
+        "## Engines: one model run (`benchmarks/engines.py`'s measurement)",
+        "",
+        "One 1024x1024 image, batch 1, every core, each engine as the server loads it; "
+        "the median of the timed runs after 2 warm-up runs. ONNX Runtime fp32 is the "
+        "CPU path before OpenVINO.",
+        "",
+        "| engine | precision | median s/run | images/s | note |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for run in runs:
+        if run.median_s is None:
+            rows.append(f"| {run.engine} | {run.precision} | | | not here: {run.note} |")
+        else:
+            rows.append(f"| {run.engine} | {run.precision} | {run.median_s:.3f} "
+                        f"| {1 / run.median_s:.2f} | {run.note} |")
+    return "\n".join(rows)
+
+
+def _lone_table(lone: dict[str, E2ERun]) -> str:
+    png = lone.get("png")
+    rows = [
+        "## Output formats: a lone request, PNG and WebP",
+        "",
+        "One request at a time to the same Matte server, the PNG runs first; the ratio is "
+        "the p50 over PNG's.",
+        "",
+        "| size | format | requests | 200 | p50 s | p95 s | CPU s/image | p50 / PNG's | other |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, run in lone.items():
+        r = run.result
+        base = png.result.latency(50) if png else math.nan
+        rows.append(f"| {run.megapixels} MP | {name} | {len(r.samples)} | {len(r.ok)} "
+                    f"| {r.latency(50):.3f} | {r.latency(95):.3f} | {r.cpu_per_image:.2f} "
+                    f"| {_ratio(r.latency(50), base)} | {r.other_cores:.2f} |")
     return "\n".join(rows)
 
 
@@ -222,18 +294,27 @@ def _ratio_table(report: Report) -> str:
         "wall-clock ratio would be on an otherwise idle machine with every core kept busy. "
         "Trust them over the wall-clock ratios where `other` above is high.",
         "",
+        "`rembg` is rembg's server given Matte's pruned cpu-fp32.onnx (the same graph as "
+        "Matte's); `rembg-original` is given the original, unpruned original-fp16.onnx, "
+        "as rembg's users run it.",
+        "",
         "| size | concurrency | Matte images/s | Matte / model limit | Matte / limit (CPU) "
-        "| rembg images/s | Matte / rembg | Matte / rembg (CPU) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| rembg images/s | Matte / rembg | Matte / rembg (CPU) "
+        "| rembg-original images/s | Matte / rembg-original | Matte / rembg-original (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    original = {(m.megapixels, m.result.concurrency): peer
+                for m, peer in _pairs(report.runs, ORIGINAL)}
     for matte, rembg in _pairs(report.runs):
         ours, ours_cpu = matte.result.images_per_s, matte.result.cpu_per_image
-        theirs = rembg.result.images_per_s if rembg else math.nan
-        theirs_cpu = rembg.result.cpu_per_image if rembg else math.nan
-        shown = "n/a" if math.isnan(theirs) else f"{theirs:.3f}"
-        rows.append(f"| {matte.megapixels} MP | {matte.result.concurrency} | {ours:.3f} "
-                    f"| {_ratio(ours, limit)} | {_ratio(limit_cpu, ours_cpu)} | {shown} "
-                    f"| {_ratio(ours, theirs)} | {_ratio(theirs_cpu, ours_cpu)} |")
+        cells = [f"{matte.megapixels} MP", str(matte.result.concurrency), f"{ours:.3f}",
+                 _ratio(ours, limit), _ratio(limit_cpu, ours_cpu)]
+        for peer in (rembg, original.get((matte.megapixels, matte.result.concurrency))):
+            theirs = peer.result.images_per_s if peer else math.nan
+            theirs_cpu = peer.result.cpu_per_image if peer else math.nan
+            cells += ["n/a" if math.isnan(theirs) else f"{theirs:.3f}",
+                      _ratio(ours, theirs), _ratio(theirs_cpu, ours_cpu)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -360,7 +441,8 @@ def _int8_targets(int8: Int8Result, limits: list[LimitResult]) -> list[str]:
     if int8.limits and fp32:
         fast, full = best(int8.limits), best(fp32)
         rows.append(_target_row(
-            f"INT8: about {INT8_SPEEDUP_TARGET:g}x faster than fp32 (best layout; "
+            f"INT8: about {INT8_SPEEDUP_TARGET:g}x faster than {_base_precision(limits)} "
+            "(best layout; "
             f">= {INT8_SPEEDUP_MIN:.1f}x counts)", INT8_SPEEDUP_MIN,
             fast.images_per_s / full.images_per_s,
             min(r.cpu_per_image for r in fp32) / min(r.cpu_per_image for r in int8.limits),
@@ -372,6 +454,11 @@ def _int8_targets(int8: Int8Result, limits: list[LimitResult]) -> list[str]:
         rows.append(f"| INT8: soft IoU >= {INT8_IOU_TARGET} on each fixture | {figures} | "
                     f"| {'yes' if met else 'no'} |")
     return rows
+
+
+def _base_precision(limits: list[LimitResult]) -> str:
+    """The model limit's precision (what int8 is compared with): fp32 before OpenVINO."""
+    return next((r.precision for r in limits if r.precision), "fp32")
 
 
 def _overload_target(probe: OverloadResult) -> str:
@@ -395,9 +482,9 @@ def _target_row(label: str, target: float, wall: float, cpu: float, other: float
     return f"| {label} | {wall:.2f}x | {cpu:.2f}x | {met} |"
 
 
-def _pairs(runs: list[E2ERun]) -> list[tuple[E2ERun, E2ERun | None]]:
-    """Each Matte run with rembg's run at the same size and concurrency, if there is one."""
-    rembg = {(r.megapixels, r.result.concurrency): r for r in runs if r.server == "rembg"}
+def _pairs(runs: list[E2ERun], peer: str = "rembg") -> list[tuple[E2ERun, E2ERun | None]]:
+    """Each Matte run with `peer`'s run at the same size and concurrency, if there is one."""
+    rembg = {(r.megapixels, r.result.concurrency): r for r in runs if r.server == peer}
     return [(r, rembg.get((r.megapixels, r.result.concurrency)))
             for r in runs if r.server == "matte"]
 
@@ -408,3 +495,122 @@ def _ratio(a: float, b: float) -> str:
 
 def _mib(kib: int) -> int:
     return round(kib / KIB_PER_MIB)
+
+
+def _issue_targets(report: Report) -> str:
+    """Issue 12's targets, each with its figure, ratio and verdict, and the AMX arithmetic."""
+    amx_here = "amx_bf16" in report.cpu_flags
+    model_s = _served_run_s(report)
+    model_cpu = min((r.cpu_per_image for r in report.limits), default=math.nan)
+    ort_fp32 = _engine_s(report, "onnxruntime", "fp32")
+    rows: list[Target] = []
+    cores = os.cpu_count() or 1
+    for matte, peer in _pairs(report.runs, ORIGINAL):
+        if (matte.megapixels, matte.result.concurrency) != (4, 4) or peer is None:
+            continue
+        amx = ""
+        if not amx_here and not math.isnan(model_cpu) and ort_fp32 is not None:
+            estimate = targets.amx_peer_ratio(matte.result.cpu_per_image, model_cpu, cores,
+                                              peer.result.images_per_s, ort_fp32)
+            amx = f"{estimate:.2f}x"
+        rows.append(targets.throughput(
+            f"4 MP PNG, c=4: >= {REMBG_ORIGINAL_RATIO:g}x rembg given original-fp16.onnx",
+            matte.result.images_per_s / peer.result.images_per_s,
+            peer.result.cpu_per_image / matte.result.cpu_per_image,
+            max(matte.result.other_cores, peer.result.other_cores),
+            REMBG_ORIGINAL_RATIO, NOISY_OTHER, amx))
+    for matte, peer in _pairs(report.runs):
+        if (matte.megapixels, matte.result.concurrency) == (4, 4) and peer is not None:
+            wall = matte.result.images_per_s / peer.result.images_per_s
+            cpu = peer.result.cpu_per_image / matte.result.cpu_per_image
+            rows.append(Target("(reported) 4 MP PNG, c=4: against rembg given Matte's pruned "
+                               "cpu-fp32.onnx", f"{wall:.2f}x wall clock, {cpu:.2f}x by CPU "
+                               "time", wall, "(no bound)"))
+    if report.limits:
+        top = best(report.limits)
+        for megapixels, bound in ((4, targets.LIMIT_RATIO_4MP), (1, targets.LIMIT_RATIO_1MP)):
+            for run in report.runs:
+                if (run.server, run.megapixels, run.result.concurrency) != ("matte", megapixels,
+                                                                             4):
+                    continue
+                amx = "" if amx_here else (
+                    f"{targets.amx_limit_ratio(run.result.cpu_per_image, model_cpu):.2f}x")
+                rows.append(targets.throughput(
+                    f"{megapixels} MP, c=4: >= {bound}x the model's own limit "
+                    f"({top.engine} {top.precision})",
+                    run.result.images_per_s / top.images_per_s,
+                    model_cpu / run.result.cpu_per_image,
+                    max(run.result.other_cores, top.other_cores), bound, NOISY_OTHER, amx))
+    lone = next((r for r in report.runs if (r.server, r.megapixels, r.result.concurrency)
+                 == ("matte", 4, 1)), None)
+    if lone is not None:
+        rows.append(targets.lone_latency(lone.result.latency(50), model_s, amx_here))
+    png, webp = report.lone.get("png"), report.lone.get("webp")
+    if png is not None and webp is not None:
+        rows.append(targets.webp(png.result.latency(50), webp.result.latency(50), model_s,
+                                 amx_here))
+    soak = report.soak
+    if soak is not None and (soak.megapixels, soak.result.concurrency) == (4, 16):
+        heavy = [r.result.peak_rss_kib for r in report.runs
+                 if (r.server, r.megapixels, r.result.concurrency) == ("matte", 4, 16)]
+        points = soak_checkpoints(soak.result)
+        rows.append(targets.rss(_mib(max([soak.result.peak_rss_kib, *heavy])),
+                                _mib(points[0][1]), _mib(points[-1][1]),
+                                soak_is_flat(soak.result)))
+    openvino_fp32 = _engine_s(report, "openvino", "fp32")
+    if ort_fp32 is not None and openvino_fp32 is not None:
+        rows.append(targets.fp32(ort_fp32, openvino_fp32))
+    lines = [
+        "## Targets (issue 12)",
+        "",
+        "The issue's targets are for an AMX CPU at precision `auto`. The ratio column is the "
+        "figure over its bound's unit (a speed ratio, or seconds / seconds). Speed ratios are "
+        "judged as in the table above (wall clock on a quiet machine, else CPU time).",
+        "",
+        "| target | measured | ratio | met | on AMX (estimate) |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for row in rows:
+        lines.append(f"| {row.label} | {row.figure} | {row.ratio:.2f} | {row.met} "
+                     f"| {row.amx} |")
+    lines += ["", _amx_note(report, amx_here, model_s, model_cpu, ort_fp32)]
+    return "\n".join(lines)
+
+
+def _amx_note(report: Report, amx_here: bool, model_s: float | None, model_cpu: float,
+              ort_fp32: float | None) -> str:
+    if amx_here:
+        return "This CPU has AMX: the measured figures are the targets' own."
+    here = f"{model_s:.3f} s" if model_s is not None else "not measured"
+    speed = (f" ({model_s / targets.AMX_MODEL_S:.1f}x the AMX run)"
+             if model_s is not None else "")
+    return (
+        f"This CPU has no AMX. One {report.served or 'served'} model run here (batch 1, every "
+        f"core): {here}{speed}, against {targets.AMX_MODEL_S} s on the issue's AMX Xeon "
+        f"({targets.AMX_MODEL_CPU_S} CPU s; ONNX Runtime fp32 there {targets.AMX_ORT_FP32_S} s"
+        f", here {f'{ort_fp32:.3f} s' if ort_fp32 is not None else 'not measured'}). The "
+        "estimates keep this run's time outside the model and swap the model's part for "
+        "AMX's: latency - model run here + 0.214 s; CPU s/image - model CPU s/image here "
+        f"({model_cpu:.2f}) + 0.380 s, with Matte keeping every core busy (cores / that) "
+        "and rembg sped up as much as ONNX Runtime fp32 is on AMX. What reaches a target "
+        "then is the model's AMX speed plus the time outside the model shown here: where "
+        "an estimate misses, that outside time is what to cut."
+    )
+
+
+def _engine_s(report: Report, engine: str, precision: str) -> float | None:
+    for run in report.engine_runs:
+        if (run.engine, run.precision) == (engine, precision):
+            return run.median_s
+    return None
+
+
+def _served_run_s(report: Report) -> float | None:
+    """One model run at the served engine and precision: the engine table's, else the
+    limit's one-caller batch-1 row."""
+    engine, _, precision = report.served.partition(" ")
+    measured = _engine_s(report, engine, precision)
+    if measured is not None:
+        return measured
+    lone = [r for r in report.limits if r.layout.callers == 1 and r.batch == 1]
+    return lone[0].seconds_per_run if lone else None

@@ -26,7 +26,7 @@ from overload import probe
 from PIL import Image
 from plan import Plan, parse_args
 from rembg_server import ensure_venv, install_weights, rembg_endpoint, rembg_spec, versions
-from report import E2ERun, Report, render
+from report import ORIGINAL, E2ERun, EngineRun, Report, render
 from servers import (
     Server,
     Spec,
@@ -47,6 +47,9 @@ SIDES = {1: 1000, 4: 2048}  # 4 MP is 2048x2048: exactly Matte's default max_pix
 # as every admitted request still costs a model run).
 OVERLOAD_EXTRA = 16
 OVERLOAD_EXTRA_QUICK = 2
+# The engine comparison: today's ONNX Runtime path and OpenVINO's exact mode; the
+# served engine and precision join them when they are neither.
+FP32_CASES = (("onnxruntime", "fp32"), ("openvino", "fp32"))
 
 
 def make_jpeg(photo: Path, megapixels: int) -> bytes:
@@ -185,25 +188,30 @@ def run(plan: Plan) -> Report:
                     provider=f"{provider} ({model.name})", settings=server_settings(env, provider))
     images = {mp: make_jpeg(plan.photo, mp) for mp in plan.sizes}
     _describe(plan, images, report)
+    _describe_cpu(env, provider, report)
     if plan.limit:
         report.limits = measure_limits(plan, env)
         _write(plan, report)
+    if provider == "cpu":
+        report.engine_runs = compare_engines(plan, env, report.served)
     report.int8 = measure_int8(plan, env, provider, report.limits, report)
     _write(plan, report)
-    rembg = _prepare_rembg(plan, model, report) if plan.rembg else None
+    peers = _prepare_rembg(plan, model, report) if plan.rembg else []
     # Interleaved, one server at a time, so noise from elsewhere hits both alike;
     # without rembg one Matte server serves every concurrency.
-    rounds = [[c] for c in plan.concurrency] if rembg else [plan.concurrency]
+    rounds = [[c] for c in plan.concurrency] if peers else [plan.concurrency]
     for concurrencies in rounds:
         spec = matte_spec(free_port(), env)
         with serve(spec, plan) as server:
             report.provider = f"{server.ready_body.get('provider', provider)} ({model.name})"
             load_runs(server, partial(matte_endpoint, spec), plan, images, concurrencies, report)
+            if concurrencies is rounds[0]:  # once, a request at a time
+                _lone_formats(plan, server, images, report)
             if max(plan.concurrency) in concurrencies:  # once, after the heaviest runs
                 _overload(plan, env, provider, server, images, report)
             _note_hwm(report, server)
-        if rembg is not None:
-            spec = rembg_spec(rembg, free_port(), _bench_dir() / "u2net", env)
+        for name, (rembg, home) in peers:
+            spec = rembg_spec(rembg, free_port(), home, env, name)
             with serve(spec, plan) as server:
                 load_runs(server, partial(rembg_endpoint, spec), plan, images, concurrencies,
                           report)
@@ -212,6 +220,66 @@ def run(plan: Plan) -> Report:
     if plan.soak:
         report.soak = _soak(plan, env, images, report)
     return report
+
+
+def _describe_cpu(env: dict[str, str], provider: str, report: Report) -> None:
+    """The CPU's model and flags, OpenVINO's view of it, and what the server will run."""
+    import openvino as ov
+    from engines import cpu  # imports the server's engine code: only when run
+
+    from server.openvino_engine import resolve_precision
+    from server.settings import Settings
+
+    report.cpu_model, report.cpu_flags = cpu()
+    report.capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    settings = Settings.from_env(env)
+    if provider == "cuda":
+        report.served = "onnxruntime fp16"
+    elif settings.engine == "onnxruntime":
+        report.served = f"onnxruntime {'int8' if settings.precision == 'int8' else 'fp32'}"
+    else:
+        report.served = f"openvino {resolve_precision(settings.precision, report.capabilities)}"
+
+
+def compare_engines(plan: Plan, env: dict[str, str], served: str) -> list[EngineRun]:
+    """One model run on ONNX Runtime fp32, OpenVINO fp32 and the served engine and precision,
+    measured as benchmarks/engines.py does."""
+    import dataclasses
+
+    from engines import CASES
+    from engines import measure as one_run
+
+    from server.settings import Settings
+
+    served_case = tuple(served.split(" ", 1))
+    cases = [case for case in CASES if case in FP32_CASES or case == served_case]
+    base = dataclasses.replace(Settings.from_env(env), provider="cpu")
+    runs, results = (1 if plan.quick else 7), []
+    for engine, precision in cases:
+        if plan.quiet.max_wait_s > 0:
+            plan.quiet.wait()
+        settings = dataclasses.replace(base, engine=engine, precision=precision)
+        measured = one_run(settings, runs)
+        if isinstance(measured, str):
+            results.append(EngineRun(engine, precision, None, measured))
+            log(f"engines: {engine} {precision}: not here ({measured})")
+            continue
+        median, fastest, loaded = measured
+        results.append(EngineRun(engine, precision, median,
+                                 f"best {fastest:.3f} s of {runs}, loaded in {loaded:.1f} s"))
+        log(f"engines: {engine} {precision}: {median:.3f} s/run (median of {runs})")
+    return results
+
+
+def _lone_formats(plan: Plan, server: Server, images: dict[int, bytes], report: Report) -> None:
+    """A request at a time at the largest size, PNG then WebP, to the same server."""
+    megapixels = max(plan.sizes)
+    for output_format in ("png", "webp"):
+        endpoint = matte_endpoint(server.spec, images[megapixels], output_format)
+        once = partial(_load_once, server, plan, endpoint, megapixels, 1)
+        run = plan.quiet.measure(once, lambda r: r.result.other_cores, log)
+        report.lone[output_format] = run
+        log(f"lone {megapixels} MP {output_format}: p50 {run.result.latency(50):.3f}s")
 
 
 def _overload(plan: Plan, env: dict[str, str], provider: str, server: Server,
@@ -256,14 +324,26 @@ def _bench_dir() -> Path:
     return Path(cache).expanduser() / "bench"
 
 
-def _prepare_rembg(plan: Plan, model: Path, report: Report) -> Path:
+def _prepare_rembg(plan: Plan, model: Path, report: Report) -> list[tuple[str, tuple[Path, Path]]]:
+    """rembg's server twice: given Matte's pruned graph (`rembg`), and the original graph
+    as its users run it (`rembg-original`), each with its own U2NET_HOME."""
     venv = _bench_dir() / "rembg-venv"
     log(f"rembg: virtualenv {venv}")
     rembg = ensure_venv(venv, plan.logs / "rembg-install.log")
-    install_weights(model, _bench_dir() / "u2net")
-    report.notes.append(f"rembg: `rembg s --no-ui` ({versions(venv)}), its default threads, "
-                        f"given Matte's {model.name} as isnet-general-use.onnx")
-    return rembg
+    pruned = _bench_dir() / "u2net"
+    install_weights(model, pruned)
+    peers = [("rembg", (rembg, pruned))]
+    report.notes.append(f"rembg: `rembg s --no-ui` ({versions(venv)}), its default threads; "
+                        f"`rembg` given Matte's {model.name} as isnet-general-use.onnx")
+    original = model.parent / "original-fp16.onnx"
+    if original.is_file():
+        install_weights(original, _bench_dir() / "u2net-original")
+        peers.append((ORIGINAL, (rembg, _bench_dir() / "u2net-original")))
+        report.notes.append(f"`{ORIGINAL}` given the original, unpruned {original.name} "
+                            "as isnet-general-use.onnx, as rembg's users run it")
+    else:
+        report.notes.append(f"`{ORIGINAL}`: not run, {original} is missing (`make model`)")
+    return peers
 
 
 def _soak(plan: Plan, env: dict[str, str], images: dict[int, bytes], report: Report) -> E2ERun:

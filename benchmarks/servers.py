@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import httpx
-from load import Endpoint, multipart_endpoint
+from load import PNG_SIGNATURE, Endpoint, multipart_endpoint
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MATTE_PATH = "/v2beta/stable-image/edit/remove-background"
 BENCH_KEY = "sk-bench"
 # Benchmarks send far more than the default 150 requests per 10 s from one key.
+# How each output format's file starts (WebP: a RIFF container).
+SIGNATURES = {"png": PNG_SIGNATURE, "webp": b"RIFF"}
 BENCH_DEFAULTS = {"MATTE_RATE_LIMIT_REQUESTS": "1000000", "MATTE_LOG_LEVEL": "warning"}
 
 
@@ -146,12 +148,13 @@ def matte_spec(port: int, env: Mapping[str, str]) -> Spec:
     return Spec("matte", argv, server_env, f"http://127.0.0.1:{port}", "/readyz")
 
 
-def matte_endpoint(spec: Spec, jpeg: bytes) -> Endpoint:
+def matte_endpoint(spec: Spec, jpeg: bytes, output_format: str = "png") -> Endpoint:
     return multipart_endpoint(
         spec.base_url + MATTE_PATH,
         files={"image": ("photo.jpg", jpeg, "image/jpeg")},
-        data={"output_format": "png"},
+        data={"output_format": output_format},
         headers={"authorization": f"Bearer {BENCH_KEY}", "accept": "image/*"},
+        signature=SIGNATURES[output_format],
     )
 
 

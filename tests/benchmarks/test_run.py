@@ -81,11 +81,37 @@ def test_ratios_and_stages_are_filled_in(results: str) -> None:
     ratios = table_rows(results, "Ratios")
     assert len(ratios) == 2
     assert all(row[3].endswith("x") and row[4].endswith("x") for row in ratios)
-    assert all(row[5] == row[6] == row[7] == "n/a" for row in ratios)  # no rembg in a quick run
+    # No rembg in a quick run: neither the pruned-graph nor the original-graph columns.
+    assert all(cell == "n/a" for row in ratios for cell in row[5:11])
     stages = table_rows(results, "Matte's stages")
     assert len(stages) == 2
     for row in stages:
         assert all(float(cell) > 0 for cell in row[2:])
+
+
+def test_the_header_names_the_cpu_flags_and_the_served_precision(results: str) -> None:
+    assert "- CPU: " in results and "OPTIMIZATION_CAPABILITIES" in results
+    served = results.split("- Served engine and precision: ", 1)[1].split("\n", 1)[0]
+    assert served.split(" ")[0] in ("openvino", "onnxruntime")
+    assert f"as served: {served})" in results  # the model limit measured what is served
+
+
+def test_engines_compare_fp32_on_both_and_the_served_precision(results: str) -> None:
+    if "- Provider: cpu" not in results:
+        return
+    rows = table_rows(results, "Engines: one model run")
+    cases = [(row[0], row[1]) for row in rows]
+    assert cases[:2] == [("onnxruntime", "fp32"), ("openvino", "fp32")]
+    assert all(float(row[2]) > 0 for row in rows[:2])
+    targets = {row[0].split(":")[0]: row for row in table_rows(results, "Targets (issue 12)")}
+    assert targets["fp32 (exact)"][3] in ("yes", "no")
+
+
+def test_a_lone_request_is_timed_in_png_and_webp(results: str) -> None:
+    rows = table_rows(results, "Output formats")
+    assert [(row[0], row[1]) for row in rows] == [("1 MP", "png"), ("1 MP", "webp")]
+    assert all(row[2] == row[3] == "2" for row in rows)  # every request a 200 of its format
+    assert rows[0][7] == "1.00x" and rows[1][7].endswith("x")
 
 
 def int8_model_present() -> bool:
