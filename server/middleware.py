@@ -18,7 +18,8 @@ class RequestContext:
     """Gives each request an id (`x-request-id`: the caller's own when it is of a
     sane form, so a proxy's trace id follows the request through the logs; else a
     new one), marks every response
-    `x-content-type-options: nosniff`, and counts it by route and status.
+    `x-content-type-options: nosniff` (and an HTML page with a strict
+    Content-Security-Policy), and counts it by route and status.
 
     The route label is the matched route's path template (`/results/{name}`),
     which Starlette's router leaves in the scope: one label per route, whatever
@@ -50,6 +51,7 @@ class RequestContext:
                 # an uploaded image or an error into HTML.
                 if not any(name == b"x-content-type-options" for name, _ in headers):
                     headers.append((b"x-content-type-options", b"nosniff"))
+                headers.extend(_page_policy(headers))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -152,6 +154,28 @@ class BodyLimit:
                     f"after the first {self.timeout_s:g} seconds"
                 )
             raise RequestTimeout(message) from None
+
+
+# Matte's own pages (HTML) load only what they serve themselves: no inline script or
+# style, no other origin, never framed; cut-outs are shown from blob: and data: URLs.
+PAGE_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    b"connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
+    b"frame-ancestors 'none'"
+)
+
+
+def _page_policy(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The Content-Security-Policy for an HTML response that has none, else nothing.
+    (APIs' JSON and images are not documents a browser runs.)"""
+    names = {name for name, _ in headers}
+    html = any(
+        name == b"content-type" and value.lower().startswith(b"text/html")
+        for name, value in headers
+    )
+    if not html or b"content-security-policy" in names:
+        return []
+    return [(b"content-security-policy", PAGE_POLICY), (b"referrer-policy", b"no-referrer")]
 
 
 # What an incoming id may be: the characters of UUIDs, hex trace ids and AWS's

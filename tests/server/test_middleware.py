@@ -331,6 +331,32 @@ def test_an_id_the_app_already_set_is_kept_and_not_duplicated() -> None:
     ]
 
 
+def test_an_html_page_gets_a_strict_content_security_policy() -> None:
+    app, _ = responder(200, [(b"content-type", b"text/html; charset=utf-8")])
+    send, _ = context(app, "/")
+    headers = dict(send.messages[0]["headers"])
+    policy = headers[b"content-security-policy"].decode()
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'none'"
+    assert directives["script-src"] == "'self'"  # no inline script, no other origin
+    assert directives["frame-ancestors"] == "'none'"
+    assert "unsafe" not in policy
+    assert headers[b"referrer-policy"] == b"no-referrer"
+
+
+def test_a_page_policy_the_app_set_is_kept_and_api_replies_get_none() -> None:
+    own = (b"content-security-policy", b"default-src 'self'")
+    app, _ = responder(200, [(b"content-type", b"text/html"), own])
+    send, _ = context(app, "/")
+    policies = [h for h in send.messages[0]["headers"] if h[0] == b"content-security-policy"]
+    assert policies == [own]
+    for content_type in (b"application/json", b"image/png"):
+        app, _ = responder(200, [(b"content-type", content_type)])
+        send, _ = context(app)
+        names = [name for name, _ in send.messages[0]["headers"]]
+        assert b"content-security-policy" not in names
+
+
 def test_every_response_says_nosniff_once() -> None:
     # Security headers on every response (issue 13); one the app set is kept, not doubled.
     app, _ = responder(200, [(b"x-content-type-options", b"nosniff")])
