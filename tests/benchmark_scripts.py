@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -21,3 +22,12 @@ def benchmark_scripts(*names: str) -> Iterator[tuple[ModuleType, ...]]:
         yield tuple(importlib.import_module(name) for name in names)
     finally:
         sys.path.remove(folder)
+
+
+def script_env() -> dict[str, str]:
+    """This process's environment for a harness script run as a command: no MATTE_*
+    setting leaks into the servers it starts, but the model cache is kept."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATTE_")}
+    if "MATTE_CACHE_DIR" in os.environ:
+        env["MATTE_CACHE_DIR"] = os.environ["MATTE_CACHE_DIR"]
+    return env

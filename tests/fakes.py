@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+from starlette.types import Scope
 
 
 class BrightnessEngine:
@@ -100,3 +101,27 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def post_scope(
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] = ("127.0.0.1", 5000),
+    server: tuple[str, int] = ("testserver", 80),
+) -> Scope:
+    """An ASGI HTTP scope for a POST to `path`, for tests that drive the app by hand
+    (their own `receive` and `send`) to control exactly when the body arrives."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": client,
+        "server": server,
+    }

@@ -58,18 +58,27 @@ def wait_until(
 
 
 @contextlib.contextmanager
-def matte_server(
+def running_server(
     extra_env: Callable[[str], Mapping[str, str]] = lambda url: {},
-) -> Iterator[str]:
-    """Serve and yield the base URL once the model is ready. `extra_env(url)` adds
-    settings that need the URL (e.g. MATTE_PUBLIC_BASE_URL)."""
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve and yield the base URL and the process once the model is ready.
+    `extra_env(url)` adds settings that need the URL (e.g. MATTE_PUBLIC_BASE_URL)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="matte-data-") as data_dir:
         process = spawn({"MATTE_DATA_DIR": data_dir, **extra_env(url)}, port)
         try:
             wait_until(process, f"{url}/readyz")
-            yield url
+            yield url, process
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def matte_server(
+    extra_env: Callable[[str], Mapping[str, str]] = lambda url: {},
+) -> Iterator[str]:
+    """`running_server`, for tests that need only the URL."""
+    with running_server(extra_env) as (url, _):
+        yield url

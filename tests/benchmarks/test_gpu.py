@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.benchmark_scripts import script_env
 from tests.conftest import FIXTURES, ROOT
 
 BENCHMARKS = ROOT / "benchmarks"
@@ -63,9 +64,7 @@ def table_rows(markdown: str, heading: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("gpu-check")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MATTE_")}
-    if "MATTE_CACHE_DIR" in os.environ:
-        env["MATTE_CACHE_DIR"] = os.environ["MATTE_CACHE_DIR"]
+    env = script_env()
     command = [
         sys.executable,
         "benchmarks/gpu.py",

@@ -6,12 +6,12 @@ separate process that starts a real uvicorn server on the prepared model.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.benchmark_scripts import script_env
 from tests.conftest import ROOT, model_settings
 
 pytestmark = pytest.mark.model
@@ -27,9 +27,7 @@ def table_rows(markdown: str, heading: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("bench")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MATTE_")}
-    if "MATTE_CACHE_DIR" in os.environ:
-        env["MATTE_CACHE_DIR"] = os.environ["MATTE_CACHE_DIR"]
+    env = script_env()
     command = [
         sys.executable,
         "benchmarks/run.py",

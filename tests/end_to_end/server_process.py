@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -13,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import KEY, PATH
-from tests.matte_process import free_port, spawn, wait_until
+from tests.matte_process import running_server
 
 
 @dataclass(frozen=True)
@@ -43,13 +41,5 @@ class Served:
 @contextlib.contextmanager
 def served(env: Mapping[str, str]) -> Iterator[Served]:
     """Serve with `env` on top of the suite's settings, ready; stopped at the end."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="matte-data-") as data_dir:
-        process: subprocess.Popen[bytes] = spawn({"MATTE_DATA_DIR": data_dir, **env}, port)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until(process, f"{url}/readyz")
-            yield Served(url, process.pid)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with running_server(lambda url: env) as (url, process):
+        yield Served(url, process.pid)

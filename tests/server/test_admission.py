@@ -20,7 +20,7 @@ from server.errors import Unavailable
 from server.metrics import Metrics
 from server.settings import Settings
 from tests.conftest import KEY, PATH, jpeg, post, wait_ready
-from tests.fakes import BrightnessEngine
+from tests.fakes import BrightnessEngine, post_scope
 
 
 class BlockingEngine(BrightnessEngine):
@@ -477,24 +477,16 @@ def test_a_full_server_refuses_before_reading_the_upload(tmp_path: Path) -> None
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
+    scope = post_scope(
+        PATH,
+        [
             (b"authorization", f"Bearer {KEY}".encode()),
             (b"content-type", b"multipart/form-data; boundary=b"),
             (b"content-length", b"5000000"),
         ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
+        client=("127.0.0.1", 5000),
+        server=("127.0.0.1", 8000),
+    )
     with TestClient(app) as client:
         wait_ready(client)
         pipeline = app.state.services.pipeline

@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
-from starlette.types import Message, Scope
+from starlette.types import Message
 
 from server.app import create_app
 from server.scheduler import SchedulerStopped
 from server.settings import Settings
 from tests.conftest import ID, KEY, PATH, assert_error, jpeg, post, wait_ready
-from tests.fakes import BrightnessEngine, BrokenEngine
+from tests.fakes import BrightnessEngine, BrokenEngine, post_scope
 
 NOT_LOADED = "server: the model is not loaded yet, please retry shortly"
 GENERIC = "An unexpected server error has occurred, please try again later."
@@ -301,26 +301,18 @@ def disconnecting_upload(client: TestClient, path: str, content_type: str) -> li
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
+    scope = post_scope(
+        path,
+        [
             (b"host", b"testserver"),
             (b"authorization", f"Bearer {KEY}".encode()),
             (b"x-api-key", KEY.encode()),
             (b"content-type", content_type.encode()),
         ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+        client=("127.0.0.1", 5000),
+        server=("testserver", 80),
+    )
+    scope["state"] = {}
     assert client.portal is not None
     client.portal.call(client.app, scope, receive, send)
     return sent

@@ -29,7 +29,7 @@ from server.presence import ClientGone
 from server.scheduler import Scheduler
 from server.settings import Settings
 from tests.conftest import AUTH, KEY, PATH, jpeg
-from tests.fakes import BrightnessEngine, SlowEngine
+from tests.fakes import BrightnessEngine, SlowEngine, post_scope
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -84,20 +84,12 @@ async def call(app: Starlette, started: float, leave: bool) -> Answer:
             answer.ended_s = loop.time() - started
             answered.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("matte.test", 80),
-    }
+    scope = post_scope(
+        PATH,
+        headers,
+        client=("127.0.0.1", 40000),
+        server=("matte.test", 80),
+    )
     await app(scope, receive, send)
     return answer
 
