@@ -3,9 +3,9 @@
 Each client sends the fixture photos (resized to about 1 MP) in turn and waits for
 each answer; a 503 or any other failure counts as an error (the load stays within
 the server's bounds, so there should be none). The server's RSS is read after a
-warm-up and at the end, when it is idle both times; p99 is compared between the
-first and the second half of the run. tests/end_to_end/test_soak.py runs a short
-one in CI; by hand, for longer:
+warm-up and at the end, when it is idle both times; latency is compared between the
+first and the second half of the run (p90 for drift, p99 for the tail).
+tests/end_to_end/test_soak.py runs a short one in CI; by hand, for longer:
 
     .venv/bin/python benchmarks/soak.py --minutes 5
 """
@@ -36,10 +36,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "rembg"
 PATH = "/v2beta/stable-image/edit/remove-background"
-# The soak's verdict: RSS at the end within this of its value after the warm-up, and
-# the second half's p99 at most this many times the first half's.
+# The soak's verdict: RSS at the end within this of its value after the warm-up; the
+# second half's p90 at most P90_RATIO times the first half's (a drift or build-up moves
+# it), and its p99 at most P99_RATIO times (the tail does not grow). A short run's half
+# holds few replies (75 in CI), whose p99 is its slowest one: a single scheduling
+# hiccup on a 2-core machine moved it 1.6x, so the p99 bound is the looser one.
 RSS_GROWTH = 0.10
-P99_RATIO = 1.5
+P90_RATIO = 1.5
+P99_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,17 @@ class SoakResult:
             replies = replies[:middle] if half == 0 else replies[middle:]
         return percentile([reply.latency for reply in replies], percent)
 
+    def ratio(self, percent: float) -> float:
+        """The second half's latency at `percent` over the first half's."""
+        return self.latency(percent, 1) / self.latency(percent, 0)
+
+    @property
+    def p90_ratio(self) -> float:
+        return self.ratio(90)
+
     @property
     def p99_ratio(self) -> float:
-        return self.latency(99, 1) / self.latency(99, 0)
+        return self.ratio(99)
 
     @property
     def met(self) -> bool:
@@ -84,6 +96,7 @@ class SoakResult:
             len(self.replies) > 0
             and self.errors == 0
             and abs(self.rss_growth) <= RSS_GROWTH
+            and self.p90_ratio <= P90_RATIO
             and self.p99_ratio <= P99_RATIO
         )
 
@@ -94,7 +107,8 @@ class SoakResult:
             f"after warm-up, {_mib(self.rss_end_kib)} at the end ({self.rss_growth:+.1%}), "
             f"peak {_mib(self.rss_peak_kib)}; latency p50 {self.latency(50):.2f} s, "
             f"p99 {self.latency(99):.2f} s (first half {self.latency(99, 0):.2f} s, "
-            f"second {self.latency(99, 1):.2f} s: x{self.p99_ratio:.2f})"
+            f"second {self.latency(99, 1):.2f} s: x{self.p99_ratio:.2f}; p90 "
+            f"x{self.p90_ratio:.2f})"
         )
 
 
@@ -221,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             args.warm_up,
         )
     print(result.summary())
-    print("met" if result.met else "NOT met", f"(RSS within {RSS_GROWTH:.0%}, p99 x{P99_RATIO})")
+    bounds = f"RSS within {RSS_GROWTH:.0%}, p90 x{P90_RATIO}, p99 x{P99_RATIO}"
+    print("met" if result.met else "NOT met", f"({bounds})")
     return 0 if result.met else 1
 
 

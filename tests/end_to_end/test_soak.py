@@ -39,5 +39,7 @@ def test_a_steady_load_keeps_memory_and_latency_flat(soak: ModuleType) -> None:
     assert result.errors == 0, result.summary()
     # RSS within 10% of its value after the warm-up (both read with the server idle).
     assert abs(result.rss_growth) <= soak.RSS_GROWTH, result.summary()
-    # The second half's p99 at most 1.5x the first half's: no slow drift or build-up.
+    # No slow drift or build-up: the second half's p90 at most 1.5x the first half's,
+    # and its p99 (here about its slowest reply) at most 2x.
+    assert result.p90_ratio <= soak.P90_RATIO, result.summary()
     assert result.p99_ratio <= soak.P99_RATIO, result.summary()
