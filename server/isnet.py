@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from .resize import resize
+
 SIDE = 1024
 
 # The model is sensitive to the resampling filter: on the fixtures, a bilinear
@@ -33,7 +35,7 @@ def to_model_size(rgb: np.ndarray) -> np.ndarray:
     """
     image = Image.fromarray(rgb)
     if image.size != (SIDE, SIDE):
-        image = image.resize((SIDE, SIDE), _FILTER, reducing_gap=_REDUCING_GAP)
+        image = resize(image, (SIDE, SIDE), _FILTER, reducing_gap=_REDUCING_GAP)
     return np.asarray(image)
 
 
@@ -69,5 +71,5 @@ def to_mask(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # Truncation (not rounding), as the reference does before its resize.
     small = Image.fromarray(scaled.astype(np.uint8), "L")
     if small.size != size:
-        small = small.resize(size, _FILTER)
+        small = resize(small, size, _FILTER)
     return np.asarray(small)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
+from . import cores
+
 _ALPHA_IS_USED = 0x10  # the VP8X flag
 _VERTICAL = 2  # the ALPH chunk's filtering method
 _LOSSLESS = 1  # the ALPH chunk's compression method
@@ -35,9 +37,15 @@ def encode_webp(rgba: np.ndarray, quality: int) -> bytes:
         # Opaque: libwebp would leave the alpha out too.
         return _save(Image.fromarray(np.ascontiguousarray(rgba[:, :, :3])), quality=quality)
     height, width = alpha.shape
-    colour = _chunks(_save(Image.fromarray(rgba), quality=quality, alpha_quality=0))[b"VP8 "]
+    # The two encodes are independent: on two cores a lone request waits for the
+    # longer one only (libwebp runs without the GIL).
+    colour_file, alpha_stream = cores.both(
+        lambda: _save(Image.fromarray(rgba), quality=quality, alpha_quality=0),
+        lambda: _alpha_stream(alpha),
+    )
+    colour = _chunks(colour_file)[b"VP8 "]
     vp8x = bytes([_ALPHA_IS_USED, 0, 0, 0]) + _u24(width - 1) + _u24(height - 1)
-    alph = bytes([_VERTICAL << 2 | _LOSSLESS]) + _alpha_stream(alpha)
+    alph = bytes([_VERTICAL << 2 | _LOSSLESS]) + alpha_stream
     body = b"WEBP" + _chunk(b"VP8X", vp8x) + _chunk(b"ALPH", alph) + _chunk(b"VP8 ", colour)
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
