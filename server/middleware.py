@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids and metrics, and the request body's size and time limits."""
+"""ASGI middleware: request ids, metrics and the request log, and the request body's
+size and time limits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import request_log
 from .errors import PayloadTooLarge, RequestTimeout
 from .metrics import Metrics
 
@@ -19,7 +21,8 @@ class RequestContext:
     sane form, so a proxy's trace id follows the request through the logs; else a
     new one), marks every response
     `x-content-type-options: nosniff` (and an HTML page with a strict
-    Content-Security-Policy), and counts it by route and status.
+    Content-Security-Policy), counts it by route and status, and writes its one
+    access line (server/request_log.py) once the response is out.
 
     The route label is the matched route's path template (`/results/{name}`),
     which Starlette's router leaves in the scope: one label per route, whatever
@@ -55,12 +58,24 @@ class RequestContext:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = _route_label(scope)
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        with request_log.tracing(request_id) as trace:
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = _route_label(scope)
+                elapsed = time.perf_counter() - started
+                self.metrics.requests.labels(route, str(status)).inc()
+                self.metrics.request_seconds.labels(route).observe(elapsed)
+                client = scope.get("client")
+                exchange = request_log.Exchange(
+                    method=str(scope.get("method", "")),
+                    route=route,
+                    dialect=self.metrics.dialect_of(route),
+                    status=status,
+                    duration_s=elapsed,
+                    client=str(client[0]) if client else None,
+                )
+                request_log.write(trace, exchange)
 
 
 class BodyLimit:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -48,6 +50,7 @@ class Scheduler:
         on_batch: Callable[[int], None] | None = None,
         model_timeout_s: float = 120.0,
         on_timeout: Callable[[], None] | None = None,
+        on_run: Callable[[float], None] | None = None,
     ) -> None:
         self.engine = engine
         self.workers = workers
@@ -56,6 +59,7 @@ class Scheduler:
         self._on_batch = on_batch
         self.model_timeout_s = model_timeout_s
         self._on_timeout = on_timeout
+        self._on_run = on_run  # seconds of each model run, from its thread
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor: ThreadPoolExecutor | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -94,7 +98,11 @@ class Scheduler:
         the model's concurrency bound instead of oversubscribing the cores."""
         if self._executor is None:
             raise RuntimeError("scheduler is not started")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        # In the caller's context, as run_in_threadpool does: the request's log
+        # line (server/request_log.py) gets the stage timed on this thread.
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, context.run, work, *args)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -147,7 +155,12 @@ class Scheduler:
 
     def _run(self, images: list[np.ndarray]) -> np.ndarray:
         # The float batch (12 MB an image) exists only for the run, on the worker thread.
-        return self.engine.run(to_batch(images))
+        batch = to_batch(images)
+        started = time.perf_counter()
+        predictions = self.engine.run(batch)
+        if self._on_run is not None:
+            self._on_run(time.perf_counter() - started)
+        return predictions
 
     async def _gather(self, jobs: list[_Job]) -> None:
         """Fill `jobs` (the caller's, so a cancellation cannot lose them) with one batch."""
