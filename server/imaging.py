@@ -1,9 +1,10 @@
-"""Images in and out: decode with limits checked before the pixels, encode PNG/WebP."""
+"""Images in and out: decode with limits checked before the pixels, encode PNG/WebP/JPEG/zip."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -11,12 +12,23 @@ from typing import Literal
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from .archive import MEDIA_TYPE as ZIP_MEDIA_TYPE
+from .archive import split, zip_of
 from .errors import BadRequest
 from .png import encode_png
 from .structure import check_structure
 from .webp import encode_webp
 
-OutputFormat = Literal["png", "webp"]
+# "auto": PNG when the result has any transparency, else JPG (remove.bg's format=auto).
+OutputFormat = Literal["png", "webp", "jpg", "zip", "auto"]
+MEDIA_TYPES = {
+    "png": "image/png",
+    "webp": "image/webp",
+    "jpg": "image/jpeg",
+    "zip": ZIP_MEDIA_TYPE,
+}
+# Pillow's 4:2:0 JPEG at 90: photos without visible blocks at about a tenth of a PNG.
+JPEG_QUALITY = 90
 
 # Pillow plugins we accept. Naming them stops Pillow from trying every other
 # decoder it ships (TIFF, PSD, ...) on untrusted bytes.
@@ -226,10 +238,39 @@ def _to_picture(image: Image.Image) -> Picture:
     return Picture(np.asarray(image.convert("RGB")), None)
 
 
+def downscaled(picture: Picture, max_pixels: int | None) -> tuple[Picture, float]:
+    """The picture shrunk (aspect kept) to at most `max_pixels` pixels, and the factor
+    applied (1.0: unchanged, the same object). A size preset's cap, applied before the
+    model so that the mask is brought up to the smaller size only."""
+    width, height = picture.size
+    if max_pixels is None or width * height <= max_pixels:
+        return picture, 1.0
+    factor = math.sqrt(max_pixels / (width * height))
+    size = (max(int(width * factor), 1), max(int(height * factor), 1))
+    # Lanczos with a reducing gap: a box pre-shrink, then Lanczos over the last 3x.
+    rgb = Image.fromarray(picture.rgb).resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    alpha = None
+    if picture.alpha is not None:
+        small = Image.fromarray(picture.alpha).resize(size, Image.Resampling.LANCZOS)
+        alpha = np.asarray(small)
+    return Picture(np.asarray(rgb), alpha), size[0] / width
+
+
 def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: int) -> bytes:
-    """Encode an (H, W) L, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array."""
+    """Encode an (H, W) L, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array.
+
+    jpg takes L or RGB (the pipeline lays a cut-out over white or its background
+    first); zip takes RGBA and stores its colour as color.jpg, its alpha as alpha.png.
+    """
     if fmt == "png":
         return encode_png(pixels, png_level)
+    if fmt == "jpg":
+        return encode_jpeg(pixels)
+    if fmt == "zip":
+        colour, alpha = split(pixels)
+        return zip_of(encode_jpeg(colour), encode_png(alpha, png_level))
+    if fmt != "webp":
+        raise ValueError(f"encode: {fmt} is decided by the pipeline, not encoded")
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
         return encode_webp(pixels, webp_quality)
@@ -238,4 +279,13 @@ def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: 
     # ~660 against ~880 ms at 4 MP) for files 5% larger (benchmarks/webp_methods.py;
     # the figures are in README's Performance section).
     Image.fromarray(pixels).save(buffer, "WEBP", quality=webp_quality, method=2)
+    return buffer.getvalue()
+
+
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """A baseline JPEG of an (H, W) L or (H, W, 3) RGB array (no alpha: JPEG has none)."""
+    if pixels.ndim == 3 and pixels.shape[2] != 3:
+        raise ValueError(f"encode_jpeg: needs L or RGB pixels, got shape {pixels.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()

@@ -14,7 +14,8 @@ So here:
 * the low-resolution alpha is brought back to full size with a guided filter (He et al.,
   "Guided Image Filtering"; the local linear model alpha = a.I + b is the very assumption of
   closed-form matting), and the trimap's known regions are re-imposed at full resolution;
-* foreground colours are estimated at full resolution, on the band's bounding box only.
+* foreground colours are estimated at full resolution, on the band's bounding box only
+  (server/decontamination.py).
 
 pymatting is imported inside the functions that need it: its numba code takes ~40 s to
 compile on a cold cache, which belongs in `warm_up`, not in `import server.matting`.
@@ -29,6 +30,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage, sparse
+
+from .decontamination import foreground_in_box
 
 Gray = npt.NDArray[np.uint8]  # H x W
 RGB = npt.NDArray[np.uint8]  # H x W x 3
@@ -122,7 +125,7 @@ def refine_alpha(
     alpha[box] = _alpha_in_box(
         rgb[box], mask[box], tri[box], scale, working_pixels, max_unknown_pixels
     )
-    return alpha, _foreground(rgb, alpha, box)
+    return alpha, foreground_in_box(rgb, alpha, box)
 
 
 def warm_up() -> None:
@@ -371,29 +374,6 @@ def _solve_symmetric_3x3(
         (c01 * v[0] + c11 * v[1] + c12 * v[2]) * inv_det,
         (c02 * v[0] + c12 * v[1] + c22 * v[2]) * inv_det,
     ]
-
-
-# --- foreground --------------------------------------------------------------------------
-
-
-def _foreground(rgb: RGB, alpha: Gray, box: tuple[slice, slice]) -> RGB:
-    """`rgb` with the partly transparent pixels replaced by pymatting's multilevel estimate
-    of the subject's own colour, computed at full resolution over the band's box only.
-
-    The estimate needs ~80 bytes per pixel it is given (330 MB for a whole 4 MP image). On
-    a crop its coarse-to-fine pyramid differs, so colours differ from a whole-image run by
-    1-2 levels along the edge, but not in accuracy: on synthetic composites with a known
-    foreground (fixture photos over one another) the error was the same within +-0.4.
-    """
-    from pymatting import estimate_foreground_ml
-
-    out = rgb.copy()
-    a = alpha[box]
-    soft = (a > 0) & (a < 255)
-    if soft.any():
-        estimate = estimate_foreground_ml(rgb[box] / np.float32(255), a / np.float32(255))
-        out[box][soft] = np.rint(np.clip(estimate[soft], 0, 1) * 255).astype(np.uint8)
-    return out
 
 
 # --- small helpers -----------------------------------------------------------------------

@@ -14,24 +14,21 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import numpy.typing as npt
 import pytest
 from starlette.applications import Starlette
 from starlette.types import Message
 
 from server.admission import Admission
 from server.app import create_app
-from server.imaging import Picture
 from server.metrics import Metrics
 from server.options import CutoutOptions
-from server.pipeline import Pipeline
+from server.pipeline import Decoded, Pipeline
 from server.presence import ClientGone
+from server.rendering import Rendered
 from server.scheduler import Scheduler
 from server.settings import Settings
 from tests.conftest import AUTH, KEY, PATH, jpeg
 from tests.fakes import BrightnessEngine, SlowEngine, post_scope
-
-Pixels = npt.NDArray[np.uint8]
 
 RUN_S = 1.5  # one model run: far longer than a client stays
 LEAVE_S = 0.3  # each client closes its connection this long after its upload
@@ -179,9 +176,9 @@ def test_a_client_leaving_during_the_run_is_answered_at_once(
 
 
 class SlowMattePipeline(Pipeline):
-    def _matte(self, picture: Picture, prediction: np.ndarray, options: CutoutOptions) -> Pixels:
+    def _matte(self, decoded: Decoded, prediction: np.ndarray, options: CutoutOptions) -> Rendered:
         time.sleep(MATTE_S)
-        return super()._matte(picture, prediction, options)
+        return super()._matte(decoded, prediction, options)
 
 
 MATTE_S = 0.6

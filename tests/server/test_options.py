@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 
 from server.errors import BadRequest
+from server.imaging import OutputFormat
+from server.option_text import Length, Margin, Position, Region
 from server.options import CutoutOptions, parse_bgcolor
 
 BOOLEANS = ("only_mask", "post_process_mask", "alpha_matting")
@@ -32,7 +34,12 @@ def refused(**fields: str) -> str:
 
 def test_defaults_are_the_plain_cutout() -> None:
     # Field by field against the documented defaults (README), not against CutoutOptions().
-    assert dataclasses.astuple(parse()) == ("png", False, False, False, 240, 10, 10, None, False)
+    assert dataclasses.astuple(parse()) == (
+        *("png", False, False, False, 240, 10, 10, None, False),
+        # Framing and the rest of issue 15: off, no margin, nothing capped.
+        *(False, ((0.0, "px"), (0.0, "px"), (0.0, "px"), (0.0, "px")), None, None, None),
+        *(False, None, None),
+    )
 
 
 def test_inverse_mask_is_not_a_form_field() -> None:
@@ -61,6 +68,7 @@ def test_every_option_is_read() -> None:
         5,
         (255, 0, 0),
         False,
+        *dataclasses.astuple(CutoutOptions())[9:],  # no form fields of their own
     )
 
 
@@ -340,4 +348,83 @@ def test_checked_refuses_out_of_range_values_naming_the_field(
 def test_form_errors_name_their_field_too(fields: dict[str, str], field: str) -> None:
     with pytest.raises(BadRequest) as error:
         CutoutOptions().with_fields(fields.get)
+    assert error.value.field == field
+
+
+# --- issue 15: formats per dialect, framing values built by the dialects -------------------
+
+
+def test_a_dialect_passes_the_formats_it_takes() -> None:
+    formats: tuple[OutputFormat, ...] = ("png", "jpg", "zip", "webp", "auto")
+    assert CutoutOptions().with_fields({"output_format": "JPG"}.get, formats).output_format == "jpg"
+    assert CutoutOptions(output_format="zip").checked(formats).output_format == "zip"
+    # The older dialects' default stays png and webp alone.
+    assert refused(output_format="jpg") == "output_format: must be one of png, webp"
+    with pytest.raises(BadRequest) as error:
+        CutoutOptions(output_format="auto").checked()
+    assert error.value.messages == ("output_format: must be one of png, webp",)
+
+
+@pytest.mark.parametrize(
+    "field", ["crop", "crop_margin", "roi", "scale", "position", "decontaminate", "bg_image"]
+)
+def test_framing_options_are_not_form_fields(field: str) -> None:
+    # The older dialects' clients sending these get today's cut-out, as before.
+    assert parse(**{field: "10%"}) == CutoutOptions()
+
+
+def test_checked_takes_valid_framing() -> None:
+    options = CutoutOptions(
+        crop=True,
+        crop_margin=Margin(Length(30, "px"), Length(10, "%"), Length(0), Length(500, "px")),
+        roi=Region(Length(0), Length(10, "%"), Length(100, "%"), Length(300, "px")),
+        scale=0.1,
+        position=Position(0.0, 1.0),
+        decontaminate=True,
+        bg_image=b"\x89PNG",
+        max_output_pixels=250_000,
+    )
+    assert options.checked() is options
+    assert CutoutOptions(scale=1.0, position=Position(1.0, 0.0)).checked().scale == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"scale": 0.09}, "scale", "scale: must be from 0.1 to 1"),
+        ({"scale": 1.01}, "scale", "scale: must be from 0.1 to 1"),
+        ({"scale": float("nan")}, "scale", "scale: must be from 0.1 to 1"),
+        ({"position": Position(-0.1, 0.5)}, "position", "position: must be from 0 to 1"),
+        ({"position": Position(0.5, 1.5)}, "position", "position: must be from 0 to 1"),
+        (
+            {"crop_margin": Margin(Length(-1, "px"))},
+            "crop_margin",
+            "crop_margin: must be from 0 to 1e+07",
+        ),
+        (
+            {"crop_margin": Margin(left=Length(1, "em"))},  # type: ignore[arg-type]
+            "crop_margin",
+            "crop_margin: lengths must be in px or %",
+        ),
+        (
+            {"roi": Region(Length(50, "%"), Length(0), Length(40, "%"), Length(10, "px"))},
+            "roi",
+            "roi: x2 and y2 must be greater than x1 and y1",
+        ),
+        (
+            {"roi": Region(Length(0), Length(0), Length(float("inf"), "px"), Length(1, "px"))},
+            "roi",
+            "roi: must be from 0 to 1e+07",
+        ),
+        ({"max_output_pixels": 0}, "max_output_pixels", "max_output_pixels: must be at least 1"),
+        ({"bg_image": b""}, "bg_image", "bg_image: is empty"),
+    ],
+)
+def test_checked_refuses_bad_framing_naming_the_field(
+    changes: dict[str, object], field: str, message: str
+) -> None:
+    options = dataclasses.replace(CutoutOptions(), **changes)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest) as error:
+        options.checked()
+    assert error.value.messages == (message,)
     assert error.value.field == field

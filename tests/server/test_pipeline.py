@@ -18,10 +18,11 @@ from PIL import Image
 from server import compositing, isnet, matting
 from server.admission import Admission
 from server.errors import ApiError, BadRequest, Unavailable
-from server.imaging import OutputFormat, Picture, encode
+from server.imaging import OutputFormat, encode
 from server.metrics import Metrics
 from server.options import CutoutOptions
-from server.pipeline import Cutout, Pipeline
+from server.pipeline import Cutout, Decoded, Pipeline
+from server.rendering import Rendered
 from server.scheduler import Scheduler
 from server.settings import Settings
 from tests.fakes import BrightnessEngine
@@ -55,9 +56,9 @@ class RecordingPipeline(Pipeline):
         super().__init__(scheduler, admission, settings, metrics)
         self.matte_threads: list[str] = []
 
-    def _matte(self, picture: Picture, prediction: np.ndarray, options: CutoutOptions) -> Pixels:
+    def _matte(self, decoded: Decoded, prediction: np.ndarray, options: CutoutOptions) -> Rendered:
         self.matte_threads.append(threading.current_thread().name)
-        return super()._matte(picture, prediction, options)
+        return super()._matte(decoded, prediction, options)
 
 
 @dataclasses.dataclass
