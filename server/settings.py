@@ -7,7 +7,7 @@ Everything else receives a `Settings` instance, so tests build their own with
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,6 +22,7 @@ Provider = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 EngineName = Literal["auto", "openvino", "onnxruntime"]
 RateLimitFailure = Literal["open", "closed"]
+LogFormat = Literal["json", "text"]
 
 MODEL_NAME = "isnet-general-use"
 MIB = 1024 * 1024
@@ -43,6 +44,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # json: one object a line (journald, log shippers); text: for a terminal (server/logs.py).
+    log_format: LogFormat = "json"
 
     # Model files. `model_path` overrides the prepared files in `cache_dir`.
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "matte")
@@ -149,6 +152,9 @@ class Settings:
     # Images created with a key starting "test_" are deleted after this many
     # seconds (0: kept until deleted), as the hosted service does.
     test_image_max_age_s: float = 0.0
+    # rembg's `model` field: any of rembg's model names runs IS-Net when true;
+    # false: only `isnet-general-use` (or none) runs, another name is a 400.
+    rembg_any_model: bool = False
 
     @property
     def storage_dir(self) -> Path:
@@ -206,9 +212,16 @@ class Settings:
         return self.model_dir / "cpu-fp32.onnx"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        reader_type: Callable[[Mapping[str, str]], Environment] = Environment,
+    ) -> Settings:
+        """`reader_type`: an Environment that also notes what is read (the command
+        line's flags are made from what it notes: server/setting_flags.py)."""
         env = os.environ if env is None else env
-        reader = Environment(env)
+        reader = reader_type(env)
         defaults = cls()
         keys = set(reader.csv("MATTE_API_KEYS"))
         keys_file = reader.text("MATTE_API_KEYS_FILE")
@@ -225,6 +238,7 @@ class Settings:
             log_level=reader.choice(
                 "MATTE_LOG_LEVEL", defaults.log_level, ("debug", "info", "warning", "error")
             ),
+            log_format=reader.choice("MATTE_LOG_FORMAT", defaults.log_format, ("json", "text")),
             cache_dir=Path(cache_dir).expanduser() if cache_dir else defaults.cache_dir,
             model_path=Path(model_path).expanduser() if model_path else None,
             provider=reader.choice("MATTE_PROVIDER", defaults.provider, ("auto", "cuda", "cpu")),
@@ -309,4 +323,5 @@ class Settings:
             test_image_max_age_s=reader.number(
                 "MATTE_TEST_IMAGE_MAX_AGE_S", defaults.test_image_max_age_s, 0, 10 * 365 * 86_400
             ),
+            rembg_any_model=reader.boolean("MATTE_REMBG_ANY_MODEL", defaults.rembg_any_model),
         )
