@@ -58,6 +58,12 @@ def parse(op: str, body: Mapping[str, object]) -> Transform:
     return transform
 
 
+def reader(op: str) -> Callable[[Fields], Transform]:
+    """`op`'s parser, reading its body through the Fields it is given: the API
+    description records what each op reads this way (dialects/imgproc_api.py)."""
+    return _PARSERS[op]
+
+
 # --- convert ---------------------------------------------------------------------------
 
 _FORMATS: dict[str, ImageFormat] = {"jpeg": "jpeg", "jpg": "jpeg", "png": "png", "webp": "webp"}

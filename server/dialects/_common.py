@@ -31,7 +31,7 @@ from starlette.requests import Request
 
 from ..admission import Ticket
 from ..errors import BadRequest
-from ..options import MAX_ERODE_SIZE, CutoutOptions
+from ..options import MAX_ERODE_SIZE, MAX_LEVEL, CutoutOptions
 from ..pipeline import Cutout, Pipeline
 from ..settings import Settings
 from ..transform_fields import int_range
@@ -58,6 +58,12 @@ async def read_json_object(request: Request) -> JsonObject:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
+    return parse_json_object(body)
+
+
+def parse_json_object(body: bytes | bytearray) -> JsonObject:
+    """A body already read, as a JSON object (for a dialect that reads the body first
+    to see which of its encodings it is)."""
     if not body.strip():
         raise BadRequest("body: is required: a JSON object", field="body", problem="missing")
     try:
@@ -250,14 +256,14 @@ def cutout_options(body: Mapping[str, object], defaults: CutoutOptions) -> Cutou
             "alpha_matting_foreground_threshold",
             defaults.alpha_matting_foreground_threshold,
             0,
-            255,
+            MAX_LEVEL,
         ),
         alpha_matting_background_threshold=integer(
             body,
             "alpha_matting_background_threshold",
             defaults.alpha_matting_background_threshold,
             0,
-            255,
+            MAX_LEVEL,
         ),
         alpha_matting_erode_size=integer(
             body, "alpha_matting_erode_size", defaults.alpha_matting_erode_size, 0, MAX_ERODE_SIZE

@@ -47,11 +47,12 @@ from ..errors import (
 )
 from ..forms import read_form
 from ..imaging import Limits
+from ..operations import Api
 from ..options import CutoutOptions
 from ..outbound import OutboundError
 from ..services import Services, services_of
 from ..storage import ImageFormat, NewImage, Storage, StorageError, StoredImage
-from . import _common
+from . import _common, imgproc_api
 from .imgproc_fields import (
     ID_PATTERN,
     PUBLIC_PREFIX,
@@ -112,6 +113,9 @@ class ImgProcessingDialect:
             Route(PUBLIC, self.public, methods=["GET"]),
             Route(USAGE, self.usage, methods=["GET"]),
         ]
+
+    def api(self) -> Api:
+        return imgproc_api.describe(self.name, IMAGES, IMAGE, PUBLIC, USAGE, NOT_OFFERED)
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
         status = error.status

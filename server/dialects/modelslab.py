@@ -30,11 +30,13 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ApiError, BadRequest, NotFound, Unauthorized
 from ..keyring import Keyring
+from ..operations import Api
 from ..options import CutoutOptions
 from ..outbound import OutboundError
 from ..services import Services, services_of
 from ..storage import KeptResult
-from . import _common
+from . import _common, modelslab_api
+from .modelslab_api import BASE64, IGNORED, INVERSE_MASK
 
 PATHS = (
     "/api/v5/removebg_mask",
@@ -102,6 +104,9 @@ class ModelsLabDialect:
         routes += [Route(path, self.fetch, methods=["POST"]) for path in FETCH_PATHS]
         routes.append(Route(RESULTS_PATH, self.result, methods=["GET"]))
         return routes
+
+    def api(self) -> Api:
+        return modelslab_api.describe(self.name, PATHS, FETCH_PATHS, RESULTS_PATH, DEFAULTS)
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
         # Status and message only: ModelsLab's errors name no field, so this
@@ -174,8 +179,8 @@ class ModelsLabDialect:
 
 def parse_job(body: Mapping[str, object], services: Services) -> Job:
     """Every field but `image`'s bytes, checked before any work is done."""
-    inverse_mask = _common.boolean(body, "inverse_mask", False)
-    options = _common.cutout_options({**body, "bgcolor": None}, DEFAULTS)
+    inverse_mask = _common.boolean(body, INVERSE_MASK.name, False)
+    options = _common.cutout_options({**body, **dict.fromkeys(IGNORED)}, DEFAULTS)
     if inverse_mask:
         # The inverse of the mask is a mask: white background, black subject.
         options = dataclasses.replace(options, only_mask=True, inverse_mask=True)
@@ -193,7 +198,7 @@ def parse_job(body: Mapping[str, object], services: Services) -> Job:
     return Job(
         image_url=image_url,
         options=options,
-        base64=_common.boolean(body, "base64", False),
+        base64=_common.boolean(body, BASE64.name, False),
         seed=_common.optional_integer(body, "seed"),
         webhook=webhook,
         track_id=_track_id(body.get("track_id")),

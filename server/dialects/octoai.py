@@ -22,9 +22,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import ApiError, BadRequest
+from ..operations import (
+    BEARER,
+    BODY_ERRORS,
+    JSON,
+    KEY_ERRORS,
+    MODEL_ERRORS,
+    SERVER_ERROR,
+    Api,
+    Body,
+    ErrorShape,
+    Operation,
+    Reply,
+    obj,
+)
 from ..options import CutoutOptions
 from ..services import services_of
 from ._common import b64encode, cut_out, cutout_options, image, read_json_object
+from ._fields import json_image, json_option_fields
 from .stability import bearer_key
 
 PATH = "/background-removal"
@@ -33,12 +48,101 @@ IMAGE_FIELD = "init_image"
 # OctoAI's defaults; post_process_mask is on there, unlike rembg's.
 DEFAULTS = CutoutOptions(post_process_mask=True)
 
+SUCCESS = Reply(
+    200,
+    "The cut-out (or mask) as a base64 PNG of the input's size.",
+    {
+        JSON: obj(
+            {
+                "image_b64": {"type": "string", "contentEncoding": "base64"},
+                "removed_for_safety": {"const": False},
+            },
+            ["image_b64", "removed_for_safety"],
+        )
+    },
+)
+_PROBLEMS = ["missing", "type_error", "value_error", "json_invalid"]
+INVALID = ErrorShape(
+    "OctoAIValidationError",
+    obj(
+        {
+            "detail": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "loc": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": '["body"] or ["body", "<field>"]',
+                        },
+                        "msg": {"type": "string"},
+                        "type": {"enum": _PROBLEMS},
+                    },
+                    ["loc", "msg", "type"],
+                ),
+            }
+        },
+        ["detail"],
+        examples=[
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "init_image"],
+                        "msg": "init_image: is required",
+                        "type": "missing",
+                    }
+                ]
+            }
+        ],
+    ),
+)
+ERROR = ErrorShape(
+    "OctoAIError",
+    obj(
+        {"detail": {"type": "string"}},
+        ["detail"],
+        examples=[{"detail": "authorization: invalid or missing header value"}],
+    ),
+    by_status={422: INVALID},
+)
+
 
 class OctoAIDialect:
     name = "octoai"
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.remove_background, methods=["POST"])]
+
+    def api(self) -> Api:
+        fields = (json_image(IMAGE_FIELD), *json_option_fields(DEFAULTS))
+        operation = Operation(
+            "POST",
+            (PATH,),
+            "Remove the background (infer)",
+            "As OctoAI's SDKs call it with `infer(url, inputs)`. With no keys configured "
+            "no key is needed here (octoai 1.11 sends none); with keys, a missing one is "
+            "a 401. `X-OctoAI-Async` is ignored: the answer always comes in the response.",
+            body=Body(JSON, fields),
+            replies=(SUCCESS,),
+            errors={
+                422: "a field is missing or invalid, or the body is not a JSON object",
+                **KEY_ERRORS,
+                **BODY_ERRORS,
+                **MODEL_ERRORS,
+                **SERVER_ERROR,
+            },
+            auth=(BEARER,),
+            auth_optional=True,
+        )
+        return Api(
+            self.name,
+            "OctoAI",
+            "OctoAI's background removal, with FastAPI's error shapes (the only ones its "
+            "SDKs know): a bad body is a 422 list, anything else a `detail` string. An "
+            "empty `Authorization:` header counts as missing.",
+            ERROR,
+            (operation,),
+        )
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
         if isinstance(error, BadRequest):

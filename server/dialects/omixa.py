@@ -24,7 +24,23 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import ApiError, BadRequest, RateLimited
 from ..imaging import OutputFormat
-from ..options import CutoutOptions, parse_format
+from ..operations import (
+    BEARER,
+    BODY_ERRORS,
+    JSON,
+    KEY_ERRORS,
+    MODEL_ERRORS,
+    SERVER_ERROR,
+    Api,
+    Body,
+    ErrorShape,
+    Field,
+    Operation,
+    Reply,
+    choice,
+    obj,
+)
+from ..options import OUTPUT_FORMATS, CutoutOptions, parse_format
 from ..services import services_of
 from ._common import (
     b64encode,
@@ -45,6 +61,95 @@ URL_FIELD = "input_images[0].image_url.url"
 
 # The longest Retry-After every OpenAI SDK release sleeps for (older ones: 60 s).
 SDK_MAX_RETRY_AFTER_S = 60
+DEFAULT_FORMAT: OutputFormat = "png"
+
+MODEL_FIELD = Field(
+    "model",
+    {"type": "string", "const": MODEL},
+    "The only model this server runs; anything else is a 400 naming it.",
+    required=True,
+)
+_IMAGE_URL = obj(
+    {
+        "type": {"const": "image_url"},
+        "image_url": obj(
+            {
+                "url": {
+                    "type": "string",
+                    "description": "a `data:image/png|jpeg|webp;base64,...` URL or bare "
+                    "base64; links are refused (inline images only)",
+                }
+            },
+            ["url"],
+        ),
+    },
+    ["type", "image_url"],
+)
+INPUT_IMAGES = Field(
+    "input_images",
+    {"type": "array", "items": _IMAGE_URL, "minItems": 1, "maxItems": 1},
+    "Exactly one image, as an OpenAI image_url part.",
+    required=True,
+)
+OUTPUT_FORMAT = choice("output_format", OUTPUT_FORMATS, "The result's format.", DEFAULT_FORMAT)
+PROMPT = Field("prompt", {"type": "string"}, 'Ignored (the SDK requires one: send "").')
+SUCCESS = Reply(
+    200,
+    "The cut-out as bare base64 (no data: prefix).",
+    {
+        JSON: obj(
+            {
+                "created": {"type": "integer", "description": "unix seconds"},
+                "data": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "b64_json": {"type": "string", "contentEncoding": "base64"},
+                            "url": {"type": "null"},
+                        },
+                        ["b64_json", "url"],
+                    ),
+                    "minItems": 1,
+                    "maxItems": 1,
+                },
+                "usage": obj({"billed_amount": {"const": "0.000000"}}, ["billed_amount"]),
+            },
+            ["created", "data", "usage"],
+        )
+    },
+)
+_ERROR_TYPES = ["invalid_request_error", "authentication_error", "rate_limit_error", "server_error"]
+ERROR = ErrorShape(
+    "OmixaError",
+    obj(
+        {
+            "error": obj(
+                {
+                    "message": {"type": "string"},
+                    "type": {"enum": _ERROR_TYPES},
+                    "param": {
+                        "type": ["string", "null"],
+                        "description": "the field at fault, when one is",
+                    },
+                    "code": {"type": "string", "description": "Matte's error name"},
+                },
+                ["message", "type", "param", "code"],
+            )
+        },
+        ["error"],
+        examples=[
+            {
+                "error": {
+                    "message": "model: must be stability-remove-background, the only model "
+                    "this server runs",
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "bad_request",
+                }
+            }
+        ],
+    ),
+)
 
 
 class OmixaDialect:
@@ -54,6 +159,34 @@ class OmixaDialect:
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.generate, methods=["POST"])]
+
+    def api(self) -> Api:
+        operation = Operation(
+            "POST",
+            (PATH,),
+            "Remove the background (images.generate)",
+            'The openai SDK reaches it with `base_url=".../api/v1"` and '
+            '`extra_body={"input_images": [...]}`. Unknown fields are ignored.',
+            body=Body(JSON, (MODEL_FIELD, INPUT_IMAGES, OUTPUT_FORMAT, PROMPT)),
+            replies=(SUCCESS,),
+            errors={
+                400: "a field is missing or invalid; `param` names it",
+                **KEY_ERRORS,
+                **BODY_ERRORS,
+                **MODEL_ERRORS,
+                **SERVER_ERROR,
+            },
+            auth=(BEARER,),
+        )
+        return Api(
+            self.name,
+            "Omixa (OpenAI-style)",
+            "Omixa's unified images endpoint, as the openai SDK calls it. The reply is "
+            "always JSON. A 429 whose lock-out is over 60 s also says `x-should-retry: "
+            "false`, so the SDK does not retry into it.",
+            ERROR,
+            (operation,),
+        )
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
         body = {
@@ -102,7 +235,7 @@ def error_type(status: int) -> str:
 
 
 def check_model(body: Mapping[str, object]) -> None:
-    model = get(body, "model")
+    model = get(body, MODEL_FIELD.name)
     if model != MODEL:
         raise BadRequest(
             f"model: must be {MODEL}, the only model this server runs",
@@ -112,7 +245,7 @@ def check_model(body: Mapping[str, object]) -> None:
 
 def input_image(body: Mapping[str, object]) -> bytes:
     """The one `{"type": "image_url", "image_url": {"url": "data:..."}}` in `input_images`."""
-    images = to_list(require(body, "input_images"), "input_images")
+    images = to_list(require(body, INPUT_IMAGES.name), INPUT_IMAGES.name)
     if len(images) != 1:
         raise BadRequest("input_images: must hold exactly one image", field="input_images")
     item = to_object(images[0], "input_images[0]")
@@ -126,7 +259,7 @@ def input_image(body: Mapping[str, object]) -> bytes:
 
 
 def output_format(body: Mapping[str, object]) -> OutputFormat:
-    value = get(body, "output_format")
+    value = get(body, OUTPUT_FORMAT.name)
     if value is None:
-        return "png"
-    return parse_format("output_format", to_str(value, "output_format"))
+        return DEFAULT_FORMAT
+    return parse_format(OUTPUT_FORMAT.name, to_str(value, OUTPUT_FORMAT.name))

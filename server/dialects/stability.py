@@ -13,12 +13,67 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .. import operations
 from ..errors import ApiError, BadRequest, RateLimited
 from ..forms import read_form
+from ..operations import (
+    BEARER,
+    BODY_ERRORS,
+    JSON,
+    KEY_ERRORS,
+    MODEL_ERRORS,
+    MULTIPART,
+    SERVER_ERROR,
+    Api,
+    Body,
+    ErrorShape,
+    Operation,
+    obj,
+    upload,
+)
 from ..options import CutoutOptions
 from ..services import services_of
+from ._fields import form_option_fields
 
 PATH = "/v2beta/stable-image/edit/remove-background"
+# rembg's defaults: Stability's clients send none of the option fields.
+DEFAULTS = CutoutOptions()
+IMAGE = upload(
+    "image",
+    "JPEG, PNG or WebP (read from the bytes), a still image; each side at least 64 px, "
+    "4,096 to 4,194,304 pixels. EXIF orientation is applied.",
+)
+_BINARY = {"type": "string", "format": "binary"}
+SUCCESS = operations.Reply(
+    200,
+    "The cut-out (or mask), as the image itself or, for `Accept: application/json`, as "
+    "base64 with `content-type: application/json; type=image/png` (or webp).",
+    {
+        "image/png": _BINARY,
+        "image/webp": _BINARY,
+        JSON: obj(
+            {
+                "image": {"type": "string", "contentEncoding": "base64"},
+                "finish_reason": {"const": "SUCCESS"},
+                "seed": {"const": 0},
+            },
+            ["image", "finish_reason", "seed"],
+        ),
+    },
+    {"finish-reason": "`SUCCESS` (image replies)", "seed": "`0` (image replies)"},
+)
+ERROR = ErrorShape(
+    "StabilityError",
+    obj(
+        {
+            "id": {"type": "string", "description": "the request id (`x-request-id`)"},
+            "name": {"type": "string", "examples": ["bad_request"]},
+            "errors": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        },
+        ["id", "name", "errors"],
+        examples=[{"id": "0f1e...", "name": "bad_request", "errors": ["image: is required"]}],
+    ),
+)
 
 Reply = Literal["image", "json"]
 
@@ -28,6 +83,36 @@ class StabilityDialect:
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.remove_background, methods=["POST"])]
+
+    def api(self) -> Api:
+        operation = Operation(
+            "POST",
+            (PATH,),
+            "Remove the background",
+            "`Accept: image/*` (also missing or `*/*`) answers the image itself; "
+            "`application/json` answers it as base64; any other `Accept` is a 400. "
+            "Fields other than these (`mode`, `prompt`, ...) are ignored.",
+            body=Body(MULTIPART, (IMAGE, *form_option_fields(DEFAULTS))),
+            replies=(SUCCESS,),
+            errors={
+                400: "a field is missing or invalid (the message names it), or `accept` is "
+                "neither image/* nor application/json",
+                **KEY_ERRORS,
+                **BODY_ERRORS,
+                **MODEL_ERRORS,
+                **SERVER_ERROR,
+            },
+            auth=(BEARER,),
+        )
+        return Api(
+            self.name,
+            "Stability AI",
+            "Stability AI's `remove-background` (v2beta). The key goes in "
+            "`authorization`, as `Bearer <key>` or bare. Form booleans are true/false, "
+            "1/0, yes/no or on/off; an empty field counts as not sent.",
+            ERROR,
+            (operation,),
+        )
 
     def render_error(self, error: ApiError, request_id: str) -> Response:
         # Stability's 429 body carries a fixed id rather than the request's.
@@ -47,14 +132,14 @@ class StabilityDialect:
         # upload is refused unread.
         with pipeline.admission.ticket() as ticket:
             form = await read_form(request)
-            image = form.get("image")
+            image = form.get(IMAGE.name)
             if image is None:
                 raise BadRequest("image: is required")
             if not image.data:
                 raise BadRequest("image: is empty: the part holds no bytes")
             # Unknown fields (`mode`, `prompt`, `api_key_override`, ...) are
             # ignored, as Stability does.
-            options = CutoutOptions().with_fields(form.text)
+            options = DEFAULTS.with_fields(form.text)
             cutout = await pipeline.cutout(ticket, bytes(image.data), options, request.receive)
         if reply == "json":
             return JSONResponse(
