@@ -36,6 +36,12 @@ class RateLimitStore(Protocol):
         StoreUnavailable when the store cannot be reached."""
         ...
 
+    async def usage(self, key: str, window_s: float) -> tuple[int, float]:
+        """The hits counted for `key` in the last `window_s`, and the seconds until
+        the oldest of them leaves the window (0 with none). Reads only; raises
+        StoreUnavailable when the store cannot be reached."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -77,6 +83,12 @@ class MemoryStore:
             return timeout_s
         return None
 
+    async def usage(self, key: str, window_s: float) -> tuple[int, float]:
+        now = self.clock()
+        start = now - window_s
+        inside = [hit for hit in self._hits.get(key, ()) if hit > start]
+        return len(inside), (inside[0] - start if inside else 0.0)
+
     async def close(self) -> None:
         return None
 
@@ -88,6 +100,17 @@ class MemoryStore:
         start = now - self._longest_window_s
         self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > start}
         self._locks = {k: until for k, until in self._locks.items() if until > now}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Where a caller stands in its window, for APIs whose replies say so (remove.bg's
+    X-RateLimit-* headers): its limit, the requests it has left, and the seconds until
+    `remaining` next grows (the oldest request counted leaves the window; 0 with none)."""
+
+    limit: int
+    remaining: int
+    reset_s: float
 
 
 @dataclass
@@ -107,3 +130,10 @@ class RateLimiter:
             raise RateLimited(
                 limit, window_s, self.timeout_s, retry_after_s=max(1, math.ceil(remaining_s))
             )
+
+    async def budget(self, key: str, rate: Rate | None = None) -> Budget:
+        """`key`'s standing against `rate` (None: the default), without counting a hit;
+        StoreUnavailable if the store cannot say."""
+        limit, window_s = (rate.requests, rate.window_s) if rate else (self.limit, self.window_s)
+        hits, reset_s = await self.store.usage(key, window_s)
+        return Budget(limit, max(0, limit - hits), reset_s)

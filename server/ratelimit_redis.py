@@ -66,6 +66,26 @@ end
 return -1
 """
 
+# KEYS: hits. ARGV: window (us). Returns {hits in the window, microseconds until the
+# oldest of them leaves it (0 with none)}; writes nothing.
+USAGE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
+local window = tonumber(ARGV[1])
+local start = now - window
+local count = 0
+local oldest = nil
+for _, text in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local at = tonumber(text)
+  if at > start then
+    count = count + 1
+    if not oldest then oldest = at end
+  end
+end
+if not oldest then return {0, 0} end
+return {count, oldest - start}
+"""
+
 
 class RedisStore:
     def __init__(
@@ -77,6 +97,7 @@ class RedisStore:
     ) -> None:
         self._client = client
         self._script = client.register_script(SCRIPT)
+        self._usage = client.register_script(USAGE_SCRIPT)
         self.prefix = prefix
         self._retry_every_s = retry_every_s
         self._clock = clock
@@ -126,6 +147,18 @@ class RedisStore:
             self._down = False
             log.warning("rate limit store: Redis is reachable again; limits apply again")
         return None if int(answer) == ADMITTED else int(answer) / 1e6
+
+    async def usage(self, key: str, window_s: float) -> tuple[int, float]:
+        if self._down and self._clock() < self._retry_at:
+            raise StoreUnavailable("Redis was unreachable less than a second ago")
+        try:
+            hits, reset_us = await self._usage(
+                keys=[f"{self.prefix}{{{key}}}:hits"], args=[round(window_s * 1e6)]
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return int(hits), int(reset_us) / 1e6
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -14,7 +14,7 @@ from .keyring import Keyring
 from .metrics import Metrics
 from .outbound import Outbound
 from .pipeline import Pipeline
-from .ratelimit import RateLimiter, StoreUnavailable
+from .ratelimit import Budget, RateLimiter, StoreUnavailable
 from .results import ResultStore
 from .settings import Settings
 from .storage import Storage
@@ -121,6 +121,14 @@ class Services:
                 raise Unavailable(
                     "server: the rate limit cannot be checked right now, please retry shortly", 1
                 ) from None
+
+    async def budget(self, identity: str) -> Budget | None:
+        """What `identity` (from `authorize`) has left of its rate limit, for replies
+        that report it; None when the store cannot say (nothing to report then)."""
+        try:
+            return await self.limiter.budget(identity, self.keyring.limits(identity).rate)
+        except StoreUnavailable:
+            return None
 
     def ready_pipeline(self) -> Pipeline:
         """The pipeline, or 503 while the model is not loaded. On its own for routes

@@ -13,7 +13,7 @@ import pytest
 
 from server.errors import RateLimited
 from server.key_limits import Rate
-from server.ratelimit import MemoryStore, RateLimiter, RateLimitStore
+from server.ratelimit import Budget, MemoryStore, RateLimiter, RateLimitStore
 from server.ratelimit_redis import RedisStore
 from tests.fakes import ManualClock
 
@@ -414,3 +414,37 @@ def test_the_limiter_over_redis_answers_429_with_retry_after(redis_url: str) -> 
     assert error.messages == (MESSAGE,)
     assert error.headers == {"retry-after": "60"}
     assert math.isclose(error.retry_after_s, 60)
+
+
+def test_contract_usage_counts_the_window_without_a_hit(case: StoreCase) -> None:
+    async def scenario(store: RateLimitStore) -> list[tuple[int, float]]:
+        usages = [await store.usage("key:a", WINDOW_S)]
+        await store.take("key:a", 5, WINDOW_S, TIMEOUT_S)
+        await case.wait(WINDOW_S / 2)
+        await store.take("key:a", 5, WINDOW_S, TIMEOUT_S)
+        usages.append(await store.usage("key:a", WINDOW_S))
+        usages.append(await store.usage("key:a", WINDOW_S))  # reading counts nothing
+        await case.wait(WINDOW_S / 2 + 0.1)  # the first hit has left, the second has not
+        usages.append(await store.usage("key:a", WINDOW_S))
+        usages.append(await store.usage("key:b", WINDOW_S))
+        return usages
+
+    empty, two, again, one, other = case.run(scenario)
+    assert empty == (0, 0) and other == (0, 0)
+    assert two[0] == again[0] == 2
+    # Until the oldest hit leaves: about half the window after the second hit.
+    assert WINDOW_S / 2 - 0.2 < two[1] <= WINDOW_S / 2 + 1e-6
+    assert one[0] == 1 and 0 < one[1] < WINDOW_S / 2
+
+
+def test_the_budget_is_the_limit_less_the_hits(clock: ManualClock) -> None:
+    rl = limiter(clock)
+    assert asyncio.run(rl.budget("a")) == Budget(3, 3, 0)
+    allowed(rl)
+    clock.advance(4)
+    allowed(rl)
+    assert asyncio.run(rl.budget("a")) == Budget(3, 1, 6)
+    assert asyncio.run(rl.budget("a", Rate(10, 60))) == Budget(10, 8, 56)
+    for _ in range(2):
+        allowed(rl)  # the 4th is refused and locks the key out
+    assert asyncio.run(rl.budget("a")).remaining == 0
