@@ -17,7 +17,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from server.app import create_app
-from server.dialects import modelslab, octoai, omixa
+from server.dialects import modelslab, octoai, omixa, photoroom, rembg
 from server.settings import Settings
 from tests.conftest import AUTH, KEY, PATH, wait_ready
 from tests.conftest import assert_error as assert_stability_error
@@ -38,11 +38,13 @@ from tests.server.dialects.test_modelslab import assert_error as assert_modelsla
 from tests.server.dialects.test_octoai import assert_422
 from tests.server.dialects.test_omixa import assert_error as assert_omixa_error
 from tests.server.dialects.test_omixa import image_of
+from tests.server.dialects.test_photoroom import assert_error as assert_photoroom_error
+from tests.server.dialects.test_rembg import assert_detail as assert_rembg_detail
 
 # Each request's answer, refused or not, on this project's busy 2-core machine.
 REQUEST_BOUND_S = 2.0
 # cases x routes, recorded in README's Tests section; test_the_count keeps them equal.
-HOSTILE_COUNT = 322
+HOSTILE_COUNT = 418
 IMGPROC_AUTH = {"x-api-key": KEY}
 UPLOAD = "/v1/images/upload"
 # The body is read before the id is looked up, so no stored image is needed.
@@ -175,6 +177,27 @@ def _imgproc_accepted(client: TestClient, response: httpx.Response) -> Size:
     return made["width"], made["height"]
 
 
+def _photoroom_send(client: TestClient, case: ImageCase) -> httpx.Response:
+    files = {"image_file": (case.filename, case.data, "application/octet-stream")}
+    response: httpx.Response = client.post(photoroom.PATH, headers=IMGPROC_AUTH, files=files)
+    return response
+
+
+def _photoroom_refused(response: httpx.Response, message: str) -> None:
+    assert_photoroom_error(response, 400, "invalid_image", message)
+
+
+def _rembg_send(client: TestClient, case: ImageCase) -> httpx.Response:
+    files = {"file": (case.filename, case.data, "application/octet-stream")}
+    response: httpx.Response = client.post(rembg.PATH, headers=AUTH, files=files)
+    return response
+
+
+def _png_accepted(client: TestClient, response: httpx.Response) -> Size:
+    assert response.status_code == 200, response.text
+    return png_size(response.content)
+
+
 IMAGE_ROUTES = (
     ImageRoute(
         "stability",
@@ -203,6 +226,13 @@ IMAGE_ROUTES = (
         _modelslab_accepted,
     ),
     ImageRoute("imgproc", _imgproc_send, _imgproc_refused, _imgproc_accepted),
+    ImageRoute("photoroom", _photoroom_send, _photoroom_refused, _png_accepted),
+    ImageRoute(
+        "rembg",
+        _rembg_send,
+        lambda response, message: assert_rembg_detail(response, 400, message),
+        _png_accepted,
+    ),
 )
 
 

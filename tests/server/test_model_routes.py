@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from server.app import create_app
-from server.dialects import modelslab, octoai, omixa
+from server.dialects import modelslab, octoai, omixa, photoroom, rembg
 from server.settings import Settings
 from tests.conftest import AUTH, KEY, PATH, jpeg, wait_ready
 from tests.fakes import BrightnessEngine
@@ -66,12 +66,28 @@ def imgproc_route(client: TestClient, data: bytes) -> httpx.Response:
     return response
 
 
+def photoroom_route(client: TestClient, data: bytes) -> httpx.Response:
+    response: httpx.Response = client.post(
+        photoroom.PATH, headers={"x-api-key": KEY}, files={"image_file": ("a.jpg", data)}
+    )
+    return response
+
+
+def rembg_route(client: TestClient, data: bytes) -> httpx.Response:
+    response: httpx.Response = client.post(
+        rembg.PATH, headers=AUTH, files={"file": ("a.jpg", data)}
+    )
+    return response
+
+
 ROUTES: dict[str, Send] = {
     "stability": stability,
     "omixa": omixa_route,
     "octoai": octoai_route,
     **{f"modelslab {path}": modelslab_route(path) for path in modelslab.PATHS},
     "imgproc remove-background": imgproc_route,
+    "photoroom": photoroom_route,
+    "rembg": rembg_route,
 }
 
 
