@@ -33,7 +33,9 @@ run: model
 
 # PostgreSQL's server binaries for the storage tests, which start their own
 # throwaway cluster (Debian keeps initdb off PATH, hence the glob), and
-# redis-server for the shared rate limit's tests (their own throwaway server).
+# redis-server for the shared rate limit's tests (their own throwaway server),
+# chromium with its chromedriver for the web page's browser tests (tests/browser/),
+# and prometheus (with promtool) for the scrape test and the deploy/ checks.
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -41,9 +43,15 @@ services:
 	@command -v redis-server >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		 apt-get install -y -qq --no-install-recommends redis-server)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		 apt-get install -y -qq --no-install-recommends chromium chromium-driver)
+	@command -v prometheus >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		 apt-get install -y -qq --no-install-recommends prometheus)
 
-# REQUIRE_SERVICES: the PostgreSQL and Redis tests fail rather than skip when
-# either is missing.
+# REQUIRE_SERVICES: the PostgreSQL, Redis, browser and Prometheus tests fail rather than skip
+# when what they need is missing.
 test: model model-int8 services
 	REQUIRE_SERVICES=1 $(PY) -m pytest
 

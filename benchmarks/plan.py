@@ -12,7 +12,7 @@ from servers import ROOT
 PHOTO = ROOT.parent / "shared" / "fixtures" / "rembg" / "cloth-1.jpg"
 
 USAGE = """\
-    .venv/bin/python benchmarks/run.py            # the full run (~12 min on 2 idle cores, 2026-12-02)
+    .venv/bin/python benchmarks/run.py            # the full run (~12 min on 2 idle cores)
     .venv/bin/python benchmarks/run.py --quick    # a smoke run: 1 MP, c=1 and 2, no rembg (~1 min)
     MATTE_WORKERS=2 .venv/bin/python benchmarks/run.py --no-rembg   # compare a setting
 

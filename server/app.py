@@ -18,27 +18,28 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import matting
-from .admission import Admission
+from . import openapi, page, reference
 from .dialects import Dialect
 from .dialects.imgproc import ImgProcessingDialect
 from .dialects.modelslab import ModelsLabDialect
 from .dialects.octoai import OctoAIDialect
 from .dialects.omixa import OmixaDialect
+from .dialects.photoroom import PhotoroomDialect
+from .dialects.rembg import RembgDialect
+from .dialects.removebg import RESULT_HEADERS, RemoveBgDialect
 from .dialects.stability import StabilityDialect
-from .engine import Engine, load_engine, warm_up
+from .engine import Engine, load_engine
 from .errors import ApiError, InternalError, MethodNotAllowed, NotFound
 from .key_slots import SlotRelease
 from .keyring import Keyring
+from .loader import EngineFactory, load_pipeline
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import BodyLimit, RequestContext
 from .outbound import Outbound
-from .pipeline import Pipeline
 from .presence import ClientGone
 from .ratelimit import MemoryStore, RateLimiter, RateLimitStore
 from .ratelimit_redis import RedisStore
 from .results import ResultStore
-from .scheduler import Scheduler
 from .services import Readiness, Services
 from .settings import Settings
 from .storage import Storage, StorageError, open_storage
@@ -46,7 +47,6 @@ from .webhooks import Webhooks
 
 log = logging.getLogger("matte")
 
-EngineFactory = Callable[[Settings], Engine]
 SWEEP_INTERVAL_S = 60.0
 
 # Headers the JSON dialects' browser clients send, so a CORS preflight lets them
@@ -107,6 +107,9 @@ def create_app(
         OctoAIDialect(),
         ModelsLabDialect(),
         ImgProcessingDialect(),
+        PhotoroomDialect(),
+        RembgDialect(),
+        RemoveBgDialect(),
     ]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -114,7 +117,15 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     for dialect in dialects:
-        routes.extend(dialect.routes())
+        dialect_routes = dialect.routes()
+        # For the log line's `dialect` and matte_route_info (per-dialect dashboards).
+        metrics.name_routes(dialect.name, dialect_routes)
+        routes.extend(dialect_routes)
+    # The web page at `/` (server/page.py): no key needed to load it.
+    routes.extend(page.routes())
+    # /openapi.json, built from these routes and the dialects' own descriptions, and
+    # the /docs page rendered from it: no key needed to read either.
+    routes.extend([*openapi.routes(), *reference.routes()])
     middleware = [Middleware(RequestContext, metrics=metrics)]
     if settings.cors_origins:
         middleware.append(
@@ -136,6 +147,7 @@ def create_app(
                     "retry-after",
                     "x-should-retry",
                     "x-image-processing-usage",
+                    *RESULT_HEADERS,
                 ],
                 max_age=600,
             )
@@ -165,6 +177,7 @@ def create_app(
     )
     app.state.services = services
     app.state.default_dialect = dialects[0]
+    app.state.dialects = dialects  # what /openapi.json describes
     return app
 
 
@@ -219,37 +232,17 @@ async def _sweep(results: ResultStore, clock: Callable[[], float]) -> None:
 
 
 async def _load(services: Services, factory: EngineFactory) -> None:
-    settings = services.settings
     try:
-        loaded = await asyncio.to_thread(factory, settings)
-        warm_s = await asyncio.to_thread(warm_up, loaded)
         # pymatting's numba code loads from its cache here, not on a user's first request.
-        await asyncio.to_thread(matting.warm_up)
-        layout = settings.layout(loaded.provider)
-        scheduler = Scheduler(
-            loaded,
-            workers=layout.workers,
-            batch_size=layout.batch_size,
-            batch_timeout_s=settings.batch_timeout_ms / 1000,
-            on_batch=services.metrics.batch_size.observe,
-            model_timeout_s=settings.model_timeout_s,
-            on_timeout=services.metrics.model_timeouts.inc,
-        )
-        await scheduler.start()
+        started = await load_pipeline(services.settings, services.metrics, factory)
     except asyncio.CancelledError:
         raise
     except Exception:
         services.readiness.state = "failed"
         log.exception("the model failed to load; model routes will answer 503")
         return
-    admission = Admission(
-        layout.max_pending,
-        layout.max_queue,
-        settings.queue_timeout_s,
-        services.metrics,
-        uploads=settings.uploads,
-    )
-    services.pipeline = Pipeline(scheduler, admission, settings, services.metrics)
+    services.pipeline = started.pipeline
+    loaded, layout, warm_s = started.engine, started.layout, started.warm_up_s
     # The file's name only: its path says how the host is laid out, to anyone.
     file_name = PurePath(loaded.model_file).name
     draining = services.readiness.state == "draining"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,8 +32,9 @@ from server.errors import (
 )
 from server.options import CutoutOptions
 from server.settings import Settings
-from tests.conftest import ID, KEY, jpeg, png, wait_ready
+from tests.conftest import KEY, jpeg, png, wait_ready
 from tests.fakes import BrightnessEngine, BrokenEngine, ManualClock
+from tests.server.dialects.conftest import assert_detail
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 PHOTO = jpeg(320, 240)
@@ -66,21 +66,6 @@ def assert_422(response: httpx.Response, loc: list[str], msg: str, kind: str) ->
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"detail": [{"loc": loc, "msg": msg, "type": kind}]}
-
-
-def assert_detail(response: httpx.Response, status: int, detail: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"detail": detail}
-    assert ID.fullmatch(response.headers["x-request-id"])
-
-
-@pytest.fixture
-def open_client(tmp_path: Path, engine: BrightnessEngine) -> Iterator[TestClient]:
-    """The app with no keys configured: the open keyring."""
-    with TestClient(create_app(Settings(cache_dir=tmp_path), engine=engine)) as client:
-        wait_ready(client)
-        yield client
 
 
 # --- success -------------------------------------------------------------------------------

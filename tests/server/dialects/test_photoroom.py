@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -76,13 +76,6 @@ def assert_error(response: httpx.Response, status: int, kind: str, detail: str) 
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"detail": detail, "status_code": status, "type": kind}
     assert ID.fullmatch(response.headers["x-request-id"])
-
-
-@pytest.fixture
-def open_client(tmp_path: Path, engine: BrightnessEngine) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(cache_dir=tmp_path), engine=engine)) as client:
-        wait_ready(client)
-        yield client
 
 
 # --- success -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from server.settings import Settings, SettingsError
 from tests.conftest import ID, KEY, jpeg, png, post, wait_ready
 from tests.fakes import BrightnessEngine, BrokenEngine, ManualClock
 from tests.local_http import Answer, LocalServer, answer
+from tests.server.dialects.conftest import assert_detail
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 PHOTO = jpeg(320, 240)
@@ -87,21 +88,6 @@ def detail(kind: str, loc: list[str], msg: str, raw: object, **ctx: object) -> d
     if ctx:
         entry["ctx"] = ctx
     return entry
-
-
-def assert_detail(response: httpx.Response, status: int, text: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"detail": text}
-    assert ID.fullmatch(response.headers["x-request-id"])
-
-
-@pytest.fixture
-def open_client(tmp_path: Path, engine: BrightnessEngine) -> Iterator[TestClient]:
-    """No keys configured, as rembg itself has none."""
-    with TestClient(create_app(Settings(cache_dir=tmp_path), engine=engine)) as client:
-        wait_ready(client)
-        yield client
 
 
 # --- success -------------------------------------------------------------------------------
