@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server import cores, png
 from server.png import encode_png
 
 
@@ -101,3 +102,37 @@ def test_levels_1_to_3_deflate_with_isal(level: int, isal: bool) -> None:
     filtered[1:, 1:] = 0
     expected = (isal_zlib if isal else zlib).compress(filtered.tobytes(), level)
     assert _idat(encode_png(pixels, level)) == expected
+
+
+@pytest.mark.parametrize("bands", [2, 3, 7])
+@pytest.mark.parametrize(
+    ("shape", "mode"), [((1024, 1100), "L"), ((700, 800, 3), "RGB"), ((613, 1024, 4), "RGBA")]
+)
+def test_bands_deflated_on_several_cores_make_one_valid_stream(
+    bands: int, shape: tuple[int, ...], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cores, "cores", lambda: bands)
+    monkeypatch.setattr(png, "MIN_BAND_BYTES", 1)
+    pixels = _noise(shape)
+    data = encode_png(pixels, 1)
+    # zlib checks the stream's Adler-32 (the bands' combined) and that it ends.
+    raw = zlib.decompress(_idat(data))
+    height = shape[0]
+    assert len(raw) == height * (pixels[0].size + 1)
+    assert _sync_flushes(_idat(data)) >= bands - 1  # it was cut, not deflated whole
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.mode == mode
+        assert np.array_equal(np.asarray(image), pixels)
+
+
+def _sync_flushes(stream: bytes) -> int:
+    """The empty stored blocks a sync flush leaves (00 00 FF FF)."""
+    return stream.count(b"\x00\x00\xff\xff")
+
+
+@pytest.mark.parametrize("length", [0, 1, 5552, 65520, 65521, 65522, 300_000])
+def test_adler32_combine_is_zlibs(length: int) -> None:
+    rng = np.random.default_rng(length)
+    first, second = rng.bytes(1234), rng.bytes(length)
+    combined = png.adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second))
+    assert combined == zlib.adler32(first + second)
