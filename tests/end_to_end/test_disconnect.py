@@ -61,13 +61,17 @@ def test_clients_gone_after_their_upload_cost_no_model_runs(soak: ModuleType) ->
         for connection, uploaded in clients:
             time.sleep(max(0.0, uploaded + LEAVE_S - time.monotonic()))
             connection.close()
-        wait_for(server, "matte_requests_total", {"route": PATH, "status": "499"}, CLIENTS)
         # The run already going when they left finishes on its thread; then nothing.
+        # On a fast CPU (bf16 on AMX) that first image can be answered, 200, before its
+        # client closes; every other one is dropped (499).
         wait_for(server, "matte_images_in_flight", {}, 0)
         time.sleep(1.0)
         runs = server.metric("matte_batch_size_count") - runs_before
         assert runs <= 1, runs
-        assert server.metric("matte_rejected_total", {"reason": "disconnected"}) == CLIENTS
+        gone = server.metric("matte_requests_total", {"route": PATH, "status": "499"})
+        answered = server.metric("matte_requests_total", {"route": PATH, "status": "200"})
+        assert gone >= CLIENTS - 1 and gone + answered == CLIENTS, (gone, answered)
+        assert server.metric("matte_rejected_total", {"reason": "disconnected"}) == gone
         # The server serves the next client as usual.
         response = server.cut_out(photo)
         assert response.status_code == 200
