@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable
 from types import TracebackType
@@ -78,7 +79,11 @@ class Presence:
         Cancelling hands back what the wait was for: a place in line goes to the
         next waiter, and a prediction still queued is skipped by the scheduler.
         """
-        self.check(where)
+        if self.gone:
+            # Never awaited: close a coroutine so it is not reported as forgotten.
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise ClientGone(where)
         if self._watcher is None:
             return await awaitable
         work = asyncio.ensure_future(awaitable)

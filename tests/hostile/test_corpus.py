@@ -33,13 +33,13 @@ from tests.hostile.cases import (
     ImageCase,
     save,
 )
+from tests.server.dialects.conftest import assert_detail as assert_rembg_detail
 from tests.server.dialects.test_imgproc import assert_problem, invalid
 from tests.server.dialects.test_modelslab import assert_error as assert_modelslab_error
 from tests.server.dialects.test_octoai import assert_422
 from tests.server.dialects.test_omixa import assert_error as assert_omixa_error
 from tests.server.dialects.test_omixa import image_of
 from tests.server.dialects.test_photoroom import assert_error as assert_photoroom_error
-from tests.server.dialects.test_rembg import assert_detail as assert_rembg_detail
 
 # Each request's answer, refused or not, on this project's busy 2-core machine.
 REQUEST_BOUND_S = 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 from starlette.types import Message
@@ -85,5 +86,28 @@ def test_without_receive_nothing_is_watched() -> None:
         async with Presence(None) as presence:
             assert await presence.unless_gone(asyncio.sleep(0, "done"), "x") == "done"
             assert not presence.gone
+
+    asyncio.run(main())
+
+
+def test_work_not_started_for_a_client_already_gone_is_closed() -> None:
+    # The pipeline hands over `scheduler.predict(...)`, a coroutine: one never awaited
+    # would be reported as forgotten (a RuntimeWarning in the server's log).
+    async def main() -> None:
+        async def receive() -> Message:
+            return {"type": "http.disconnect"}
+
+        async with Presence(receive) as presence:
+            await asyncio.sleep(0.01)
+            started = False
+
+            async def work() -> None:
+                nonlocal started
+                started = True
+
+            coroutine = work()
+            with pytest.raises(ClientGone):
+                await presence.unless_gone(coroutine, "while waiting for the model")
+            assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED and not started
 
     asyncio.run(main())
