@@ -94,6 +94,10 @@ class OpenVinoEngine:
                 # One stream per worker, each with its share of the cores: the
                 # same layout as ONNX Runtime's sessions.
                 "PERFORMANCE_HINT": "LATENCY",
+                # Unpinned, so the OS can move a model thread off a core that a
+                # stage around the model holds (decode, resize, encode run beside
+                # it): 4 MP at concurrency 4 went from 2.52 to 2.90 images/s.
+                "ENABLE_CPU_PINNING": "NO",
                 "NUM_STREAMS": str(layout.workers),
                 "INFERENCE_NUM_THREADS": str(layout.threads * layout.workers),
             },
