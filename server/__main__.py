@@ -68,13 +68,13 @@ def main(
 
 
 def _serve(settings: Settings) -> int:
-    from .allocator import keep_big_blocks_on_mmap
+    from . import allocator
     from .app import create_app
     from .logs import configure_logging
     from .shutdown import DrainingServer
 
     # First, before the model and the first photos are allocated.
-    keep_big_blocks_on_mmap()
+    allocator.tune(settings.cores)
 
     configure_logging(settings)
     app = create_app(settings)

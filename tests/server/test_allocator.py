@@ -1,4 +1,5 @@
-"""The allocator setting: big blocks go back to the system when freed."""
+"""The allocator's settings: a request's big buffers are reused from the heap, not
+faulted in afresh, and the heaps stay one per core."""
 
 from __future__ import annotations
 
@@ -7,41 +8,67 @@ import sys
 
 from tests.conftest import ROOT
 
-# A child process, so this test's own heap does not matter. After the first
-# free has raised glibc's threshold, 20 MB blocks are allocated between small
-# ones that live on (as a request's buffers sit between longer-lived objects),
-# then freed: does RSS come back down?
+# A child process, so this test's own heap does not matter. Eight threads (as the
+# server's stage threads) each allocate and free a 12 MB buffer (a 4 MP photo's RGB)
+# twenty times, a small block between that outlives it; then glibc lists its heaps.
 PROBE = """
-import sys
+import ctypes, sys, threading
 import numpy as np
-from server.allocator import keep_big_blocks_on_mmap
+from server import allocator
 
-def rss_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-
+libc = ctypes.CDLL(None)
 if sys.argv[1] == "tuned":
-    assert keep_big_blocks_on_mmap()
-warm = np.ones(20_000_000, np.uint8); del warm  # the free that moves the threshold
-base = rss_kib()
-blocks, kept = [], []
-for _ in range(10):
-    blocks.append(np.ones(20_000_000, np.uint8))
-    kept.append(bytearray(200_000))  # a small block that outlives its neighbour
-del blocks
-print(rss_kib() - base)
+    assert allocator.tune(cores=2)
+elif sys.argv[1] == "mmap":  # what this module did before: big blocks on mmap
+    libc.mallopt(-3, 1024 * 1024)
+
+def faults():
+    return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
+
+kept = []
+def work():
+    for _ in range(20):
+        big = np.ones(12_000_000, np.uint8)
+        kept.append(bytearray(100_000))
+        del big
+
+before = faults()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(faults() - before)
+sys.stdout.flush()
+stdout = ctypes.c_void_p.in_dll(libc, "stdout")
+libc.malloc_info(0, stdout)
+libc.fflush(stdout)
 """
 
+BLOCKS = 8 * 20
+PAGES = 12_000_000 // 4096
 
-def grown_kib(mode: str) -> int:
+
+def probe(mode: str) -> tuple[float, int]:
+    """(page faults per buffer, heaps glibc holds) in a child run in `mode`."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, mode], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    return int(done.stdout.strip())
+    first, report = done.stdout.split("\n", 1)
+    return int(first) / BLOCKS, report.count("<heap nr=")
 
 
-def test_freed_big_blocks_are_returned() -> None:
-    # Untuned, glibc keeps ~200 MB of freed blocks in its heap; tuned, none.
-    assert grown_kib("default") > 100_000
-    assert grown_kib("tuned") < 20_000
+def test_big_buffers_are_reused_not_faulted_in_afresh() -> None:
+    # On mmap every buffer is new memory: hundreds of faults each even with numpy's
+    # huge pages (thousands without); from the heap, a few.
+    tuned, _ = probe("tuned")
+    on_mmap, _ = probe("mmap")
+    print(f"faults per 12 MB buffer: tuned {tuned:.0f}, on mmap {on_mmap:.0f} of {PAGES} pages")
+    assert tuned * 4 < on_mmap
+
+
+def test_one_heap_per_core() -> None:
+    # Each heap keeps its own high-water mark; glibc's default is eight per core.
+    _, heaps = probe("tuned")
+    _, default = probe("default")
+    assert heaps <= 2 < default

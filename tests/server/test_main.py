@@ -156,8 +156,8 @@ def test_serve_configures_uvicorn_from_the_settings(monkeypatch: pytest.MonkeyPa
     ran: list[DrainingServer] = []
     monkeypatch.setattr(DrainingServer, "run", lambda self: ran.append(self))
     # Neither may touch the test process: malloc's settings, the root logger.
-    keep = Recorder()
-    monkeypatch.setattr(allocator, "keep_big_blocks_on_mmap", keep)
+    tune = Recorder()
+    monkeypatch.setattr(allocator, "tune", tune)
     basic_config = Recorder()
     monkeypatch.setattr(logging, "basicConfig", basic_config)
     monkeypatch.setenv("MATTE_HOST", "0.0.0.0")
@@ -180,7 +180,7 @@ def test_serve_configures_uvicorn_from_the_settings(monkeypatch: pytest.MonkeyPa
     assert isinstance(config.http, type) and issubclass(config.http, HttpConnection)
     assert config.http.header_timeout_s == 3.5
     assert config.loop == "asyncio"
-    assert keep.calls == [((), {})]
+    assert tune.calls == [((os.cpu_count() or 1,), {})]  # one heap per core
     [(_, options)] = basic_config.calls
     assert options["level"] == "WARNING"
 
