@@ -271,15 +271,8 @@ def encode(pixels: np.ndarray, fmt: OutputFormat, png_level: int, webp_quality: 
         return zip_of(encode_jpeg(colour), encode_png(alpha, png_level))
     if fmt != "webp":
         raise ValueError(f"encode: {fmt} is decided by the pipeline, not encoded")
-    if pixels.ndim == 3 and pixels.shape[2] == 4:
-        # Lossy colour keeps files small; the alpha plane stays lossless so edges are exact.
-        return encode_webp(pixels, webp_quality)
-    buffer = io.BytesIO()
-    # method 2 (of 0-6): faster than Pillow's default 4 in every run measured (median
-    # ~660 against ~880 ms at 4 MP) for files 5% larger (benchmarks/webp_methods.py;
-    # the figures are in README's Performance section).
-    Image.fromarray(pixels).save(buffer, "WEBP", quality=webp_quality, method=2)
-    return buffer.getvalue()
+    # Lossy colour keeps files small; an alpha plane stays lossless so edges are exact.
+    return encode_webp(pixels, webp_quality)
 
 
 def encode_jpeg(pixels: np.ndarray) -> bytes:

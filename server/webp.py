@@ -3,13 +3,14 @@
 libwebp (through Pillow) spends most of a cut-out's time on the lossless alpha plane:
 at 4 MP 530 ms in all, of which the colour is about 120. Pillow exposes no setting for
 the alpha's effort, so this module writes the file itself, as libwebp lays it out
-(RIFF: VP8X, ALPH, VP8): the colour is libwebp's own, from an encode whose alpha is
-thrown away (at alpha quality 0 it costs almost nothing, and libwebp still smooths the
-colour under transparent pixels, which keeps edges clean), and the alpha is libwebp's
-lossless (VP8L) stream at its lowest effort over a plane pre-filtered with the Up
-predictor, the ALPH chunk's own "vertical" filter that every decoder undoes. At 4 MP
-that is about 200 ms in all against 530, for a file about 1.5x the size (0.73 against
-0.49 MB; PNG is 2.3 MB): benchmarks/PIPELINE.md. The alpha decodes bit for bit.
+(RIFF: VP8X, ALPH, VP8): the colour is libwebp's own, at its fastest effort, from an
+encode whose alpha is thrown away (at alpha quality 0 it costs almost nothing, and
+libwebp still smooths the colour under transparent pixels, which keeps edges clean),
+and the alpha is libwebp's lossless (VP8L) stream at its lowest effort over a plane
+pre-filtered with the Up predictor, the ALPH chunk's own "vertical" filter that every
+decoder undoes. At 4 MP the two take about 106 and 86 ms, side by side on two cores,
+against 530 ms for Pillow's whole-file encode (0.49 MB there, 0.46 MB here; PNG is
+2.3 MB; benchmarks/PIPELINE.md). The alpha decodes bit for bit.
 """
 
 from __future__ import annotations
@@ -27,11 +28,18 @@ _ALPHA_IS_USED = 0x10  # the VP8X flag
 _VERTICAL = 2  # the ALPH chunk's filtering method
 _LOSSLESS = 1  # the ALPH chunk's compression method
 _VP8L_HEADER = 5  # signature byte, then 14 + 14 + 1 + 3 bits of size, alpha and version
-_COLOUR_METHOD = 2  # libwebp effort: faster than its default 4 for files ~5% larger
+# libwebp's effort for the colour: 0, its fastest. At 4 MP the colour took 106 ms
+# against 125 at method 2, for 0.21 against 0.14 MB; a lone WebP request went from
+# 1.30-1.35x to 1.25-1.28x the PNG one's time (issue 12's bound is 1.3x), and the
+# file (0.46 MB) is still a fifth of the PNG's.
+_COLOUR_METHOD = 0
 
 
 def encode_webp(rgba: np.ndarray, quality: int) -> bytes:
-    """(H, W, 4) uint8 straight RGBA -> WebP, colour at `quality`, alpha exact."""
+    """(H, W, 4) uint8 straight RGBA -> WebP, colour at `quality`, alpha exact;
+    (H, W, 3) RGB (a cut-out on a background) or (H, W) L (a mask) -> an opaque WebP."""
+    if rgba.ndim == 2 or rgba.shape[2] == 3:
+        return _save(Image.fromarray(rgba), quality=quality)
     alpha = rgba[:, :, 3]
     if alpha.min() == 255:
         # Opaque: libwebp would leave the alpha out too.

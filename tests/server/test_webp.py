@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from server.png import encode_png
-from server.webp import _chunks, encode_webp
+from server.webp import _COLOUR_METHOD, _chunks, encode_webp
 from tests.conftest import FIXTURES, reference_alpha
 
 
@@ -28,9 +28,11 @@ def cutout(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def libwebp(rgba: np.ndarray, quality: int) -> bytes:
-    """What Pillow writes itself: lossless alpha at its effort, colour at method 2."""
+    """What Pillow writes itself: lossless alpha at its effort, colour at the served method."""
     buffer = io.BytesIO()
-    Image.fromarray(rgba).save(buffer, "WEBP", quality=quality, alpha_quality=100, method=2)
+    Image.fromarray(rgba).save(
+        buffer, "WEBP", quality=quality, alpha_quality=100, method=_COLOUR_METHOD
+    )
     return buffer.getvalue()
 
 
