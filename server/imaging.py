@@ -235,7 +235,9 @@ def _to_picture(image: Image.Image) -> Picture:
         alpha = rgba[:, :, 3]
         # An all-opaque alpha changes nothing; dropping it saves work later.
         return Picture(np.ascontiguousarray(rgba[:, :, :3]), None if alpha.min() == 255 else alpha)
-    return Picture(np.asarray(image.convert("RGB")), None)
+    # convert() to the mode an image already has is a copy (16 MB at 4 MP): skipped.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return Picture(np.asarray(rgb), None)
 
 
 def downscaled(picture: Picture, max_pixels: int | None) -> tuple[Picture, float]:
