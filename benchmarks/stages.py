@@ -6,8 +6,9 @@ The input is a real photo (the plants fixture, whose aspect is the issue's 1672x
 resized to each size and saved as a quality-90 JPEG. The model is left out: its
 prediction is rembg's reference alpha at 1024x1024, so every stage after it sees a real
 mask. Each stage calls what the server calls (server/pipeline.py), timed with
-`time.thread_time`: the CPU this thread spent, which other processes' load on a shared
-machine barely moves, where wall time would. Prints a markdown table (min and median of
+`time.process_time`: the CPU this process spent, on every thread (the resize and PNG
+stages split each image across cores: server/cores.py), which other processes' load on
+a shared machine barely moves, where wall time would. Prints a markdown table (min and median of
 `--runs`) with the CPU's model and flags.
 """
 
@@ -52,12 +53,12 @@ def inputs(megapixels: int) -> tuple[bytes, np.ndarray]:
 
 
 def timed(work: Callable[[], object], runs: int) -> tuple[float, float, object]:
-    """(min ms, median ms, last result) of `runs` calls, in this thread's CPU time."""
+    """(min ms, median ms, last result) of `runs` calls, in this process's CPU time."""
     times, result = [], None
     for _ in range(runs):
-        started = time.thread_time()
+        started = time.process_time()
         result = work()
-        times.append((time.thread_time() - started) * 1000)
+        times.append((time.process_time() - started) * 1000)
     return min(times), statistics.median(times), result
 
 
