@@ -37,9 +37,9 @@ class Plan:
 
     def requests_for(self, concurrency: int) -> int:
         # Images/s is successes over the whole run, so its first wave (the model idle
-        # while the first uploads decode) and its last (while the last encode) count.
-        # At 8 requests and c=4 they were half the run: 4 MP measured 3.0 images/s
-        # there against 3.2-3.3 over 24 requests on the same server.
+        # while the first uploads decode) and its last (while the last encode) count:
+        # at 8 requests and c=4 they were half the run. (On 2026-12-03 the 4 MP figure
+        # moved little, 3.005 -> 3.042 images/s: the longer run is for steadiness.)
         return self.requests if self.requests else max(24, 4 * concurrency)
 
 
