@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import logging
-import secrets
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TypeVar
-from urllib.parse import urlencode
 
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -40,9 +36,7 @@ from .. import transforms
 from ..errors import (
     ApiError,
     NotFound,
-    NotImplementedRoute,
     Unauthorized,
-    Unavailable,
     Unprocessable,
 )
 from ..forms import read_form
@@ -51,23 +45,19 @@ from ..operations import Api
 from ..options import CutoutOptions
 from ..outbound import OutboundError
 from ..services import Services, services_of
-from ..storage import ImageFormat, NewImage, Storage, StorageError, StoredImage
+from ..storage import ImageFormat, NewImage
 from . import _common, imgproc_api
 from .imgproc_fields import (
-    ID_PATTERN,
+    IMAGES,
     PUBLIC_PREFIX,
     image_object,
     name_field,
     new_id,
     not_found,
     probe,
-    query_value,
-    take_field,
 )
+from .imgproc_library import ImageLibrary, in_storage, reader
 
-log = logging.getLogger("matte")
-
-IMAGES = "/v1/images"
 IMAGE = "/v1/images/{id}"
 # Published images: served without a key, the token being the only secret.
 PUBLIC = PUBLIC_PREFIX + "{name}"
@@ -86,10 +76,8 @@ NOT_OFFERED = (
     "/v1/images/{id}/extract-text",
 )
 
-T = TypeVar("T")
 
-
-class ImgProcessingDialect:
+class ImgProcessingDialect(ImageLibrary):
     name = "imgproc"
     # Wall-clock time for created_at and retention; a test pins it.
     clock: Callable[[], float] = staticmethod(time.time)
@@ -187,7 +175,7 @@ class ImgProcessingDialect:
             body = await _common.read_json_object(request)
             name = name_field(body.get("name"), required=False)
             source = await self._find(services, request, owner)
-            data = await _stored(services, lambda storage: storage.image_data(source))
+            data = await in_storage(services, lambda storage: storage.image_data(source))
             cutout = await _common.cut_out(
                 request, pipeline, ticket, data, CutoutOptions(), "image"
             )
@@ -221,8 +209,8 @@ class ImgProcessingDialect:
             mark = await self._lookup(services, mark_id, owner)
             if mark is None:
                 raise Unprocessable([f"watermarks[{index}].id: {not_found(mark_id)}"])
-            marks[mark_id] = await _stored(services, _reader(mark))
-        data = await _stored(services, lambda storage: storage.image_data(source))
+            marks[mark_id] = await in_storage(services, reader(mark))
+        data = await in_storage(services, lambda storage: storage.image_data(source))
         encoded = await run_in_threadpool(
             transform.apply, data, source.format, marks, _limits(services)
         )
@@ -269,156 +257,15 @@ class ImgProcessingDialect:
         if max_age > 0 and key.startswith(TEST_KEY_PREFIX):
             expires_at = now + dt.timedelta(seconds=max_age)
         new = NewImage(new_id(), owner, name, fmt, size[0], size[1], data, expires_at)
-        stored = await _stored(services, lambda storage: storage.add_image(new))
-        await _stored(services, lambda storage: storage.count_usage(owner, now.date(), usage))
+        stored = await in_storage(services, lambda storage: storage.add_image(new))
+        await in_storage(services, lambda storage: storage.count_usage(owner, now.date(), usage))
         return JSONResponse(
             image_object(stored, _common.base_url(request, services.settings)),
             status_code=201,
             headers={USAGE_HEADER: str(usage)},
         )
 
-    # --- reading and managing images ------------------------------------------------------
-
-    async def list_images(self, request: Request) -> Response:
-        """`GET /v1/images?take=&from=`: newest first, with full URLs to the pages beside."""
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        take = take_field(query_value(request.query_params.get("take")))
-        start = query_value(request.query_params.get("from"))
-        if start is not None and not ID_PATTERN.fullmatch(start):
-            raise NotFound(not_found(start))
-        page = await _stored(services, lambda storage: storage.page(owner, take, start))
-        if page is None:
-            raise NotFound(not_found(start or ""))
-        base = _common.base_url(request, services.settings)
-
-        def link(image_id: str | None) -> str | None:
-            if image_id is None:
-                return None
-            return f"{base}{IMAGES}?{urlencode({'take': take, 'from': image_id})}"
-
-        return JSONResponse(
-            {
-                "data": [image_object(image, base) for image in page.images],
-                "links": {"previous": link(page.previous_id), "next": link(page.next_id)},
-            }
-        )
-
-    async def get_image(self, request: Request) -> Response:
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        image = await self._find(services, request, owner)
-        return JSONResponse(image_object(image, _common.base_url(request, services.settings)))
-
-    async def download(self, request: Request) -> Response:
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        image = await self._find(services, request, owner)
-        data = await _stored(services, lambda storage: storage.image_data(image))
-        return Response(data, media_type=f"image/{image.format}")
-
-    async def delete_image(self, request: Request) -> Response:
-        """No body: 204. The bytes go once no image refers to them; a published
-        copy stops answering with the row."""
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        image_id = request.path_params["id"]
-        deleted = ID_PATTERN.fullmatch(image_id) is not None and await _stored(
-            services, lambda storage: storage.delete_image(image_id, owner)
-        )
-        if not deleted:
-            raise NotFound(not_found(image_id))
-        return Response(status_code=204)
-
-    async def publish(self, request: Request) -> Response:
-        return await self._set_public(request, publish=True)
-
-    async def unpublish(self, request: Request) -> Response:
-        return await self._set_public(request, publish=False)
-
-    async def _set_public(self, request: Request, publish: bool) -> Response:
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        image = await self._find(services, request, owner)
-        # Publishing twice keeps the first URL: links already handed out keep working.
-        token = (image.public_token or secrets.token_urlsafe(24)) if publish else None
-        updated = await _stored(
-            services, lambda storage: storage.set_public_token(image.id, owner, token)
-        )
-        if updated is None:  # deleted in between
-            raise NotFound(not_found(image.id))
-        base = _common.base_url(request, services.settings)
-        return JSONResponse(image_object(updated, base))
-
-    async def public(self, request: Request) -> Response:
-        """A published image, without a key; 404 once unpublished or deleted."""
-        request.state.dialect = self
-        services = services_of(request)
-        token, _, extension = request.path_params["name"].rpartition(".")
-        image = await _stored(services, lambda storage: storage.published(token)) if token else None
-        if image is None or extension != image.format:
-            raise NotFound("route: no published image at this URL")
-        data = await _stored(services, _reader(image))
-        # Unpublishing must take effect at once: no cache may keep a copy.
-        return Response(
-            data, media_type=f"image/{image.format}", headers={"cache-control": "no-cache"}
-        )
-
-    async def usage(self, request: Request) -> Response:
-        """Matte's own addition: images counted for this key, per day (UTC)."""
-        owner, _ = await self._enter(request)
-        services = services_of(request)
-        days = await _stored(services, lambda storage: storage.usage(owner))
-        return JSONResponse(
-            {"data": [{"date": day.isoformat(), "images": count} for day, count in days.items()]}
-        )
-
-    async def not_offered(self, request: Request) -> Response:
-        await self._enter(request)
-        raise NotImplementedRoute(
-            "route: image generation, classification and text extraction are not offered "
-            "by this server; it removes backgrounds and transforms images"
-        )
-
-    # --- helpers --------------------------------------------------------------------------
-
-    async def _enter(self, request: Request) -> tuple[str, str]:
-        """Every keyed route: this dialect renders its errors; the key is checked and
-        counted. The caller's storage owner and key."""
-        request.state.dialect = self
-        key = request.headers.get("x-api-key") or None
-        owner = await services_of(request).authorize(request, key)
-        assert key is not None  # authorize refuses a missing key
-        return owner, key
-
-    async def _find(self, services: Services, request: Request, owner: str) -> StoredImage:
-        image_id = request.path_params["id"]
-        image = await self._lookup(services, image_id, owner)
-        if image is None:
-            raise NotFound(not_found(image_id))
-        return image
-
-    async def _lookup(self, services: Services, image_id: str, owner: str) -> StoredImage | None:
-        if not ID_PATTERN.fullmatch(image_id):
-            return None
-        return await _stored(services, lambda storage: storage.image(image_id, owner))
-
 
 def _limits(services: Services) -> Limits:
     settings = services.settings
     return Limits(settings.min_side, settings.min_pixels, settings.max_pixels)
-
-
-def _reader(image: StoredImage) -> Callable[[Storage], bytes]:
-    return lambda storage: storage.image_data(image)
-
-
-async def _stored(services: Services, call: Callable[[Storage], T]) -> T:
-    """`call(storage)` in a thread; a storage failure is a 503 whose cause goes to
-    the log only."""
-    storage, _ = services.stored()
-    try:
-        return await run_in_threadpool(call, storage)
-    except StorageError:
-        log.exception("storage failed")
-        raise Unavailable("storage: temporarily unavailable, please retry shortly", 5) from None

@@ -11,6 +11,7 @@ from ..errors import BadRequest, Unprocessable
 from ..imaging import Limits, loaded
 from ..storage import ImageFormat, StoredImage
 
+IMAGES = "/v1/images"
 PUBLIC_PREFIX = "/v1/public/"
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 ID_PATTERN = re.compile(r"image_[a-z0-9]{24}")
