@@ -11,7 +11,7 @@ freed. So the settings are fixed, not left to glibc's sliding threshold:
   bigger ones (a 50 MP photo's) from mmap, returned when freed;
 - the heap's free top is returned past 64 MB, not past 128 KB, so an image's
   buffers are not handed back and faulted in again for the next one;
-- at most one heap (arena) per core, not glibc's eight: each heap keeps its
+- at most one heap (arena) per core, not glibc's eight per core: each heap keeps its
   high-water mark, and the admission bound is what keeps that mark low.
 
 Measured with `benchmarks/run.py`'s load at 4 MP on 2 cores (a Xeon with AMX):
