@@ -163,6 +163,17 @@ def read_status_kib(pid: int, key: str) -> int:
     return 0
 
 
+# Indexes into stat_fields(): minor faults, user and kernel time (proc(5)'s fields
+# 10, 14 and 15, counted after the command name).
+MINFLT, UTIME, STIME = 7, 11, 12
+
+
+def stat_fields(path: Path) -> list[str]:
+    """A /proc/<pid>/stat (or task/<tid>/stat) line's fields after the command name,
+    which may hold spaces; OSError once the process or thread is gone."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def machine_busy_s() -> float:
     """CPU seconds all processes have used since boot (steal included: a neighbour's too)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -206,12 +217,10 @@ class CpuMeter:
 
     def _process_s(self) -> float:
         try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            fields = stat_fields(Path(f"/proc/{self.pid}/stat"))
         except OSError:
             return 0.0
-        # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self._tick
+        return (int(fields[UTIME]) + int(fields[STIME])) / self._tick
 
 
 async def _attempts(client: httpx.AsyncClient, endpoint: Endpoint) -> tuple[int, int]:

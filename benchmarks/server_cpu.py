@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from load import run_load
+from load import MINFLT, STIME, UTIME, run_load, stat_fields
 from run import make_jpeg
 from servers import ROOT, Server, free_port, matte_endpoint, matte_spec
 
@@ -28,8 +28,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def process_counters(pid: int) -> tuple[float, float, int]:
     """(user s, kernel s, minor faults) of the whole process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK, int(fields[7])
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    return int(fields[UTIME]) / TICK, int(fields[STIME]) / TICK, int(fields[MINFLT])
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -37,10 +37,10 @@ def thread_cpu(pid: int) -> dict[int, float]:
     seconds: dict[int, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(Path(f"/proc/{pid}/task/{tid}/stat"))
         except OSError:
             continue  # the thread ended
-        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / TICK
+        seconds[int(tid)] = (int(fields[UTIME]) + int(fields[STIME])) / TICK
     return seconds
 
 

@@ -14,9 +14,10 @@ freed. So the settings are fixed, not left to glibc's sliding threshold:
 - at most one heap (arena) per core, not glibc's eight per core: each heap keeps its
   high-water mark, and the admission bound is what keeps that mark low.
 
-Measured with `benchmarks/run.py`'s load at 4 MP on 2 cores (a Xeon with AMX):
-concurrency 4, 2.88 -> 3.24 images/s and kernel time 107 -> 17 ms an image;
-concurrency 16, peak RSS 979 -> 1,036 MiB, flat over 200 requests.
+Measured with `benchmarks/load.py`'s load at 4 MP on 2 cores (a Xeon with AMX;
+benchmarks/PIPELINE.md): concurrency 4, 2.88 -> 3.24 images/s and kernel time
+107 -> 17 ms an image (`benchmarks/server_cpu.py`); concurrency 16, peak RSS
+979 -> 1,036 MiB, flat over 200 requests.
 """
 
 from __future__ import annotations

@@ -79,11 +79,10 @@ class Presence:
         Cancelling hands back what the wait was for: a place in line goes to the
         next waiter, and a prediction still queued is skipped by the scheduler.
         """
-        if self.gone:
-            # Never awaited: close a coroutine so it is not reported as forgotten.
-            if inspect.iscoroutine(awaitable):
-                awaitable.close()
-            raise ClientGone(where)
+        if self.gone and inspect.iscoroutine(awaitable):
+            # Never to be awaited: closed, so it is not reported as forgotten.
+            awaitable.close()
+        self.check(where)
         if self._watcher is None:
             return await awaitable
         work = asyncio.ensure_future(awaitable)

@@ -167,7 +167,7 @@ def test_the_compiled_model_is_cached_under_the_cache_dir(settings: Settings) ->
 def test_its_threads_are_not_pinned_to_cores(settings: Settings) -> None:
     # Pinned, the model's threads cannot move off a core that a stage around the model
     # (decode, resize, encode) holds: 4 MP at c=4 ran 2.52 images/s pinned, 2.90 not
-    # (benchmarks/RESULTS.md). One stream per worker, the cores split between them.
+    # (benchmarks/PIPELINE.md). One stream per worker, the cores split between them.
     engine = OpenVinoEngine.load(dataclasses.replace(settings, workers=2, intra_op_threads=1))
     compiled = engine._compiled
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
